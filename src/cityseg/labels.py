@@ -99,8 +99,10 @@ CATEGORY_NAMES: tuple[str, ...] = tuple(category.name for category in CATEGORIES
 CATEGORY_PALETTE: np.ndarray = np.array([c.colour for c in CATEGORIES], dtype=np.uint8)
 
 TRAIN_LABELS: tuple[Label, ...] = tuple(
-    sorted((label for label in PNG_LABELS if label.train_id != TRAIN_ID_IGNORE),
-           key=lambda label: label.train_id)
+    sorted(
+        (label for label in PNG_LABELS if label.train_id != TRAIN_ID_IGNORE),
+        key=lambda label: label.train_id,
+    )
 )
 TRAIN_ID_NAMES: tuple[str, ...] = tuple(label.name for label in TRAIN_LABELS)
 TRAIN_ID_PALETTE: np.ndarray = np.array([label.colour for label in TRAIN_LABELS], dtype=np.uint8)
@@ -120,9 +122,7 @@ LABEL_ID_KNOWN[[label.id for label in PNG_LABELS]] = True
 LABEL_ID_KNOWN.flags.writeable = False
 
 LABEL_TO_CATEGORY: np.ndarray = _lookup({lb.id: lb.category_id for lb in PNG_LABELS}, 0)
-LABEL_TO_TRAIN_ID: np.ndarray = _lookup(
-    {lb.id: lb.train_id for lb in PNG_LABELS}, TRAIN_ID_IGNORE
-)
+LABEL_TO_TRAIN_ID: np.ndarray = _lookup({lb.id: lb.train_id for lb in PNG_LABELS}, TRAIN_ID_IGNORE)
 IGNORE_IN_EVAL: np.ndarray = np.zeros(256, dtype=bool)
 """True for labelIds whose ground-truth pixels the official evaluation skips."""
 IGNORE_IN_EVAL[[lb.id for lb in PNG_LABELS if lb.ignore_in_eval]] = True

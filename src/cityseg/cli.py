@@ -1,0 +1,245 @@
+"""The `cityseg` command line: parse options, call one library function, print the result.
+
+No logic lives here. Library modules are imported inside each command so that
+`cityseg --help` and `cityseg remap` start without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cityseg import __version__
+from cityseg.config import PrepareConfig, RemapConfig, SyntheticConfig, UnknownPolicy
+from cityseg.errors import CitysegError, NotImplementedYetError
+
+app = typer.Typer(
+    name="cityseg",
+    help="Cityscapes from the raw zips to a trained segmentation model and colour masks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+REMAP = RemapConfig()
+PREPARE = PrepareConfig()
+SYNTHETIC = SyntheticConfig()
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"cityseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        "-V",
+        help="Show the version and exit.",
+        callback=_version,
+        is_eager=True,
+    ),
+) -> None:
+    """Cityscapes from the raw zips to a trained segmentation model and colour masks.
+
+    [bold]prepare[/] ./raw -> data/cityscapes -> [bold]train[/] -> [bold]evaluate[/] ->
+    [bold]predict[/] / [bold]serve[/].  Set CITYSEG_DEBUG=1 to see tracebacks.
+    """
+
+
+@app.command()
+def prepare(
+    raw: Path = typer.Argument(
+        ...,
+        help="Folder holding gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip "
+        "(or their extracted gtFine/ and leftImg8bit/ folders).",
+    ),
+    output: Path = typer.Option(PREPARE.output, "--output", "-o", help="Dataset folder to write."),
+    val_ratio: float = typer.Option(
+        PREPARE.val_ratio,
+        min=0.0,
+        max=0.9,
+        help="Share of the original train images moved to val, by whole cities.",
+    ),
+    seed: int = typer.Option(PREPARE.seed, help="Seed for the city split and sampling."),
+    limit: int | None = typer.Option(
+        PREPARE.limit, min=1, help="Keep at most N images per split (sampled reproducibly)."
+    ),
+    fraction: float | None = typer.Option(
+        PREPARE.fraction, min=0.0, max=1.0, help="Keep this fraction of each split."
+    ),
+    verify: bool = typer.Option(
+        PREPARE.verify, "--verify/--no-verify", help="Check the zips' checksums."
+    ),
+    workers: int | None = typer.Option(None, min=1, help="Parallel workers (default: CPUs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Turn the official Cityscapes zips into a train-ready dataset with a manifest."""
+    from cityseg.prepare import prepare_dataset
+
+    report = prepare_dataset(
+        raw,
+        output,
+        val_ratio=val_ratio,
+        seed=seed,
+        limit=limit,
+        fraction=fraction,
+        verify=verify,
+        workers=workers,
+        show_progress=not quiet,
+        log=_note,
+    )
+    if report.up_to_date:
+        out.print(f"[green]{escape(str(output))} is already prepared[/]; nothing to do.")
+        return
+    table = Table(title=f"Prepared {escape(str(output))}")
+    for column in ("split", "cities", "images", "disk"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    for row in report.splits:
+        table.add_row(row.split, str(row.cities), str(row.images), _human_bytes(row.bytes))
+    out.print(table)
+    out.print(f"manifest: {escape(str(output / 'manifest.json'))}")
+
+
+@app.command()
+def remap(
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="labelIds PNGs, folders (searched recursively) or a prepared dataset.",
+        show_default=False,
+        metavar="INPUT...",
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Output folder, or a .png file for a single input."
+    ),
+    scheme: str = typer.Option(
+        REMAP.scheme, help="categories (8 classes), trainids (19 + 255 ignore), or a JSON file."
+    ),
+    colour: bool = typer.Option(
+        REMAP.colour,
+        "--colour/--no-colour",
+        "--color/--no-color",
+        help="Also write the palette PNG (<name>_colour.png).",
+    ),
+    unknown: UnknownPolicy = typer.Option(
+        REMAP.unknown, help="An id the scheme does not map: fail, or write void."
+    ),
+    glob: str = typer.Option(REMAP.glob, help="File pattern when an input is a folder."),
+    workers: int | None = typer.Option(None, min=1, help="Parallel workers (default: CPUs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Map labelIds PNGs to class-id PNGs (exact, via a 256-entry lookup table)."""
+    from cityseg.remap import remap_paths
+    from cityseg.schemes import get_scheme
+
+    report = remap_paths(
+        inputs,
+        output,
+        get_scheme(scheme),
+        pattern=glob,
+        colour=colour,
+        unknown=unknown,
+        workers=workers,
+        show_progress=not quiet,
+    )
+    where = f"{report.output} (manifest updated)" if report.dataset else str(report.output)
+    out.print(f"[green]Remapped {report.written} mask(s)[/] to {report.scheme}: {escape(where)}")
+
+
+@app.command()
+def demo(
+    directory: Path = typer.Argument(SYNTHETIC.output, help="Where the demo writes everything."),
+    data_only: bool = typer.Option(
+        False, "--data-only", help="Only write the synthetic raw zips, then stop."
+    ),
+    images_per_city: int = typer.Option(SYNTHETIC.images_per_city, min=1),
+    height: int = typer.Option(SYNTHETIC.height, min=16),
+    width: int = typer.Option(SYNTHETIC.width, min=16),
+    seed: int = typer.Option(SYNTHETIC.seed),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run the pipeline on generated Cityscapes-format data (no download needed)."""
+    from cityseg.demo import run_demo
+
+    run_demo(
+        directory,
+        data_only=data_only,
+        images_per_city=images_per_city,
+        height=height,
+        width=width,
+        seed=seed,
+        show_progress=not quiet,
+        log=_note,
+    )
+
+
+def _planned(name: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        raise NotImplementedYetError(
+            f"`cityseg {name}` is not available in cityseg {__version__} yet; "
+            "it is planned for an upcoming release"
+        )
+
+    command.__doc__ = f"(planned) {name.capitalize()} - not available in this release yet."
+    app.command(
+        name,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+        add_help_option=False,
+    )(command)
+
+
+for _name in ("train", "evaluate", "predict", "serve"):
+    _planned(_name)
+
+
+def _note(message: str) -> None:
+    err.print(message, highlight=False)
+
+
+def _human_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 1 for a user error, 2 for a usage error."""
+    debug = os.environ.get("CITYSEG_DEBUG", "") not in ("", "0")
+    try:
+        app(args=argv, prog_name="cityseg")
+    except SystemExit as exc:  # typer's standalone mode ends every run this way
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        err.print("[yellow]Interrupted.[/]")
+        return 130
+    except CitysegError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False)
+        return exc.exit_code
+    except OSError as exc:
+        if debug:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"[bold red]Error:[/] {escape(exc.strerror or str(exc))}{escape(where)}")
+        return 1
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

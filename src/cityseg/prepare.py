@@ -1,0 +1,440 @@
+"""Raw Cityscapes packages -> a prepared dataset (images, labelIds, masks, manifest).
+
+The split follows how the earlier projects evaluated: the original val becomes `test`
+(the original test has no public labels), and the original train is divided into
+`train` and `val` by whole cities, so no street appears on both sides. Files are written
+atomically and skipped when present, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cityseg import __version__, images, manifest
+from cityseg.config import PrepareConfig, default_workers
+from cityseg.errors import DataError, DiskFullError, UsageError
+from cityseg.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_parts
+from cityseg.progress import track
+from cityseg.remap import remap_array
+from cityseg.schemes import Scheme, get_scheme
+from cityseg.sources import (
+    IMAGE_MEMBER,
+    LABEL_MEMBER,
+    OFFICIAL_SHA256,
+    Member,
+    Package,
+    ZipPackage,
+    file_digests,
+    find_package,
+)
+
+DEFAULTS = PrepareConfig()
+SOURCE_STAMP = ".cityseg-source.json"
+"""Written before the first file, so a resumed run can tell it reads the same packages."""
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Pair:
+    key: str
+    city: str
+    source_split: str
+    image: Member
+    label: Member
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    split: str
+    cities: int
+    images: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    output: Path
+    up_to_date: bool
+    splits: list[SplitSummary]
+
+
+def prepare_dataset(
+    raw: Path,
+    output: Path = DEFAULTS.output,
+    *,
+    val_ratio: float = DEFAULTS.val_ratio,
+    seed: int = DEFAULTS.seed,
+    limit: int | None = DEFAULTS.limit,
+    fraction: float | None = DEFAULTS.fraction,
+    verify: bool = DEFAULTS.verify,
+    scheme_name: str = DEFAULTS.scheme,
+    workers: int | None = None,
+    show_progress: bool = True,
+    log: Log = lambda message: None,
+) -> PrepareReport:
+    """Prepare `output` from the packages in `raw`; see the module docstring for the split."""
+    _check_options(val_ratio, limit, fraction)
+    if not raw.exists():
+        raise DataError(f"{raw} does not exist; point prepare at the folder holding the zips")
+    if not raw.is_dir():
+        raise DataError(f"{raw} is a file; point prepare at the folder holding the zips")
+    bounds = {
+        "max_member_bytes": DEFAULTS.max_member_bytes,
+        "max_ratio": DEFAULTS.max_compression_ratio,
+    }
+    left = find_package(raw, "leftImg8bit_trainvaltest.zip", "leftImg8bit", **bounds)
+    fine = find_package(raw, "gtFine_trainvaltest.zip", "gtFine", **bounds)
+    pairs = pair_members(left, fine, log)
+    splits = assign_splits(pairs, val_ratio=val_ratio, seed=seed, log=log)
+    splits = {name: sample(items, limit, fraction, seed, name) for name, items in splits.items()}
+    scheme = get_scheme(scheme_name)
+
+    previous = _previous_manifest(output)
+    source = {
+        kind: _describe(kind, package, previous, verify, show_progress, log)
+        for kind, package in (("leftImg8bit", left), ("gtFine", fine))
+    }
+    options = {"val_ratio": val_ratio, "seed": seed, "limit": limit, "fraction": fraction}
+    planned = build_manifest(splits, source, options, scheme)
+    if (
+        previous is not None
+        and _same_dataset(previous, planned)
+        and _files_present(output, planned)
+    ):
+        return PrepareReport(output, True, summarise(output, planned))
+
+    _claim_output(output, source)
+    selected = [pair for items in splits.values() for pair in items]
+    _check_disk_space(output, selected)
+    write_pairs(
+        output,
+        selected,
+        {"leftImg8bit": left, "gtFine": fine},
+        scheme,
+        workers=workers,
+        show_progress=show_progress,
+    )
+    manifest.write_manifest(output, planned)
+    return PrepareReport(output, False, summarise(output, planned))
+
+
+def _check_options(val_ratio: float, limit: int | None, fraction: float | None) -> None:
+    if not 0.0 <= val_ratio < 1.0:
+        raise UsageError(f"--val-ratio must be in [0, 1), got {val_ratio}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {limit}")
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise UsageError(f"--fraction must be in (0, 1], got {fraction}")
+
+
+def pair_members(left: Package, fine: Package, log: Log) -> list[Pair]:
+    """Match images to labelIds by key; report what is unpaired, one line per kind."""
+    image_index = left.index(IMAGE_MEMBER)
+    label_index = fine.index(LABEL_MEMBER)
+    for package, found, what in (
+        (left, image_index, "leftImg8bit/{train,val,test}/<city>/*_leftImg8bit.png images"),
+        (fine, label_index, "gtFine/{train,val,test}/<city>/*_gtFine_labelIds.png labels"),
+    ):
+        if not found.members:
+            raise DataError(f"{package.path} holds no {what}; is it the right package?")
+        if found.unrecognised:
+            log(
+                f"note: ignored {len(found.unrecognised)} unrecognised file(s) in "
+                f"{package.path.name} (e.g. {found.unrecognised[0]})"
+            )
+
+    test_keys = [k for k, m in image_index.members.items() if m.split == "test"]
+    if test_keys:
+        log(
+            f"note: skipped the original test split ({len(test_keys)} images): "
+            "its labels are not public"
+        )
+    pairs: list[Pair] = []
+    unlabelled: list[str] = []
+    for key, image in sorted(image_index.members.items()):
+        if image.split == "test":
+            continue
+        label = label_index.members.get(key)
+        if label is None or label.split != image.split:
+            unlabelled.append(key)
+            continue
+        pairs.append(Pair(key, image.city, image.split, image, label))
+    orphans = sorted(
+        k
+        for k, m in label_index.members.items()
+        if m.split != "test" and k not in image_index.members
+    )
+    if unlabelled:
+        log(f"warning: {len(unlabelled)} image(s) without labelIds skipped (e.g. {unlabelled[0]})")
+    if orphans:
+        log(f"warning: {len(orphans)} labelIds without an image skipped (e.g. {orphans[0]})")
+    if not pairs:
+        raise DataError(
+            "no image has a matching labelIds file in train or val; "
+            "are the two packages from the same release?"
+        )
+    return pairs
+
+
+def assign_splits(
+    pairs: Sequence[Pair], *, val_ratio: float, seed: int, log: Log
+) -> dict[str, list[Pair]]:
+    """Original val -> test; original train -> train/val by whole cities."""
+    by_city: dict[str, list[Pair]] = defaultdict(list)
+    for pair in pairs:
+        if pair.source_split == "train":
+            by_city[pair.city].append(pair)
+    val_cities = choose_val_cities({c: len(p) for c, p in by_city.items()}, val_ratio, seed)
+    if val_ratio > 0 and not val_cities:
+        log("warning: the original train split has a single city; val is empty")
+    return {
+        "train": [p for c in sorted(by_city) if c not in val_cities for p in by_city[c]],
+        "val": [p for c in sorted(val_cities) for p in by_city[c]],
+        "test": [p for p in pairs if p.source_split == "val"],
+    }
+
+
+def choose_val_cities(counts: dict[str, int], val_ratio: float, seed: int) -> set[str]:
+    """Cities whose image count comes closest to `val_ratio` of all, at least one if any.
+
+    Cities are visited in a seeded shuffle and kept when they bring the total closer to
+    the target, so the choice is reproducible and never leaves train without a city.
+    """
+    if val_ratio <= 0 or len(counts) < 2:
+        return set()
+    order = sorted(counts)
+    random.Random(seed).shuffle(order)
+    target = val_ratio * sum(counts.values())
+    chosen: list[str] = []
+    total = 0
+    for city in order:
+        if len(chosen) == len(order) - 1:
+            break
+        if abs(total + counts[city] - target) < abs(total - target):
+            chosen.append(city)
+            total += counts[city]
+    if not chosen:
+        chosen.append(min(order, key=lambda city: counts[city]))
+    return set(chosen)
+
+
+def sample(
+    items: list[Pair], limit: int | None, fraction: float | None, seed: int, split: str
+) -> list[Pair]:
+    """Reproducible per-split subset; `fraction` first, then `limit`."""
+    count = len(items)
+    if fraction is not None:
+        count = max(1, round(count * fraction)) if items else 0
+    if limit is not None:
+        count = min(count, limit)
+    if count >= len(items):
+        return items
+    chosen = random.Random(f"{seed}:{split}").sample(items, count)
+    return sorted(chosen, key=lambda pair: pair.key)
+
+
+def entry_paths(key: str, scheme: str) -> dict[str, str]:
+    return {
+        "image": f"images/{key}.png",
+        "labelIds": f"labelIds/{key}.png",
+        "mask": f"masks/{scheme}/{key}.png",
+    }
+
+
+def build_manifest(
+    splits: dict[str, list[Pair]],
+    source: dict[str, Any],
+    options: dict[str, Any],
+    scheme: Scheme,
+) -> dict[str, Any]:
+    """The manifest as it will be written; ids follow the sorted keys of the whole dataset."""
+    keys = sorted(pair.key for items in splits.values() for pair in items)
+    ids = {key: index for index, key in enumerate(keys)}
+    manifest_splits: dict[str, list[dict[str, Any]]] = {}
+    for name in manifest.SPLITS:
+        manifest_splits[name] = []
+        for pair in splits.get(name, []):
+            paths = entry_paths(pair.key, scheme.name)
+            manifest_splits[name].append(
+                {
+                    "id": ids[pair.key],
+                    "key": pair.key,
+                    "city": pair.city,
+                    "image": paths["image"],
+                    "labelIds": paths["labelIds"],
+                    "masks": {scheme.name: paths["mask"]},
+                    "source_split": pair.source_split,
+                }
+            )
+    return {
+        "format_version": manifest.FORMAT_VERSION,
+        "created_by": f"cityseg {__version__}",
+        "source": source,
+        "options": options,
+        "schemes": {scheme.name: scheme.to_manifest()},
+        "cities": {
+            name: sorted({p.city for p in splits.get(name, [])}) for name in manifest.SPLITS
+        },
+        "splits": manifest_splits,
+    }
+
+
+def write_pairs(
+    output: Path,
+    pairs: Sequence[Pair],
+    packages: dict[str, Package],
+    scheme: Scheme,
+    *,
+    workers: int | None,
+    show_progress: bool,
+) -> None:
+    """Decode-check, copy and remap every pair; existing outputs are kept (resume)."""
+    remove_stale_parts(output)
+
+    def write_one(pair: Pair) -> None:
+        paths = {name: output / rel for name, rel in entry_paths(pair.key, scheme.name).items()}
+        if all(path.is_file() for path in paths.values()):
+            return
+        image_bytes = packages["leftImg8bit"].read(pair.image.name)
+        label_bytes = packages["gtFine"].read(pair.label.name)
+        where = f"{packages['gtFine'].path.name}:{pair.label.name}"
+        image = images.decode_image(
+            image_bytes, f"{packages['leftImg8bit'].path.name}:{pair.image.name}"
+        )
+        label_ids = images.decode_mask(label_bytes, where)
+        if image.shape[:2] != label_ids.shape:
+            raise DataError(
+                f"{pair.key}: image is {image.shape[1]}x{image.shape[0]} but its "
+                f"labelIds are {label_ids.shape[1]}x{label_ids.shape[0]}"
+            )
+        mask = remap_array(label_ids, scheme, name=where)
+        atomic_write_bytes(paths["image"], image_bytes)
+        atomic_write_bytes(paths["labelIds"], label_bytes)
+        images.write_mask(paths["mask"], mask)
+
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        futures = [pool.submit(write_one, pair) for pair in pairs]
+        try:
+            for future in track(futures, len(futures), "prepare", enabled=show_progress):
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def summarise(output: Path, planned: dict[str, Any]) -> list[SplitSummary]:
+    rows = []
+    for name in manifest.SPLITS:
+        entries = planned["splits"][name]
+        size = sum(
+            (output / rel).stat().st_size
+            for entry in entries
+            for rel in (entry["image"], entry["labelIds"], *entry["masks"].values())
+            if (output / rel).is_file()
+        )
+        rows.append(SplitSummary(name, len({e["city"] for e in entries}), len(entries), size))
+    return rows
+
+
+def _previous_manifest(output: Path) -> dict[str, Any] | None:
+    if not manifest.is_dataset(output):
+        return None
+    try:
+        return manifest.read_manifest(output)
+    except DataError:
+        return None
+
+
+def _describe(
+    kind: str,
+    package: Package,
+    previous: dict[str, Any] | None,
+    verify: bool,
+    show_progress: bool,
+    log: Log,
+) -> dict[str, Any]:
+    """The package's fingerprint and, for zips, checksums (reused when unchanged)."""
+    info = package.fingerprint()
+    if not isinstance(package, ZipPackage) or not verify:
+        return info
+    cached = (previous or {}).get("source", {}).get(kind, {})
+    same_file = all(cached.get(k) == info[k] for k in ("name", "size", "mtime_ns"))
+    digests = (
+        {"md5": cached["md5"], "sha256": cached["sha256"]}
+        if same_file and "sha256" in cached
+        else file_digests(package.path, show_progress=show_progress)
+    )
+    official = OFFICIAL_SHA256.get(package.path.name) == digests["sha256"]
+    if not official:
+        log(
+            f"warning: {package.path.name} does not match the official checksum "
+            "(repackaged or modified?); continuing"
+        )
+    return {**info, **digests, "official": official}
+
+
+def _comparable(index: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in index.items() if k != "created_by"}
+
+
+def _same_dataset(previous: dict[str, Any], planned: dict[str, Any]) -> bool:
+    return _comparable(previous) == _comparable(planned)
+
+
+def _files_present(output: Path, planned: dict[str, Any]) -> bool:
+    return all(
+        (output / rel).is_file()
+        for entry in manifest.iter_entries(planned)
+        for rel in (entry["image"], entry["labelIds"], *entry["masks"].values())
+    )
+
+
+def _identity(source: dict[str, Any]) -> dict[str, Any]:
+    return {
+        kind: {k: info.get(k) for k in ("kind", "name", "size")} for kind, info in source.items()
+    }
+
+
+def _claim_output(output: Path, source: dict[str, Any]) -> None:
+    """Refuse to mix files from other packages into a dataset (a resume must match)."""
+    stamp = output / SOURCE_STAMP
+    identity = _identity(source)
+    if stamp.is_file():
+        try:
+            recorded = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            recorded = None
+        if recorded is not None and recorded != identity:
+            raise UsageError(
+                f"{output} holds a dataset prepared from other packages; "
+                "choose another -o or delete it first"
+            )
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(stamp, identity)
+
+
+def _check_disk_space(output: Path, pairs: Sequence[Pair]) -> None:
+    """Fail before writing when the declared sizes cannot fit (masks ~ labelIds size)."""
+    needed = sum(pair.image.size + 2 * pair.label.size for pair in pairs)
+    present = sum(
+        path.stat().st_size
+        for pair in pairs
+        for path in (output / "images" / f"{pair.key}.png", output / "labelIds" / f"{pair.key}.png")
+        if path.is_file()
+    )
+    free = shutil.disk_usage(output).free
+    if needed - present > free:
+        raise DiskFullError(
+            f"{output} needs about {(needed - present) / 1e9:.1f} GB but only "
+            f"{free / 1e9:.1f} GB is free; free space or choose another -o"
+        )

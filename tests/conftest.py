@@ -1,0 +1,63 @@
+"""Shared fixtures: real synthetic Cityscapes zips and a prepared dataset, built once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cityseg.cli import run
+from cityseg.prepare import prepare_dataset
+from cityseg.synthetic import RawDataset, SyntheticSpec, write_raw_dataset
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu` tests without a GPU; TF is imported only when such tests are collected."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    from cityseg._tf import GPUS
+
+    if GPUS:
+        return
+    for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+
+
+@dataclass
+class CliResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """Run `cityseg ARGS...` in-process and capture what it prints."""
+
+    def invoke(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return invoke
+
+
+SMALL_SPEC = SyntheticSpec(height=64, width=128, images_per_city=2, seed=7)
+
+
+@pytest.fixture(scope="session")
+def raw_dataset(tmp_path_factory: pytest.TempPathFactory) -> RawDataset:
+    """Synthetic official-layout zips; tests must copy before modifying."""
+    return write_raw_dataset(tmp_path_factory.mktemp("raw"), SMALL_SPEC)
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory, raw_dataset: RawDataset) -> Path:
+    """A dataset prepared from `raw_dataset`; read-only for tests."""
+    output = tmp_path_factory.mktemp("prepared") / "cityscapes"
+    prepare_dataset(raw_dataset.root, output, verify=False, show_progress=False)
+    return output
