@@ -1,0 +1,124 @@
+"""Model bundles: a folder with `cityseg.json` and a weights file, and nothing executable.
+
+The notebooks saved whole H5 models (357 MB) that needed custom objects to load, and
+`load_model` on a file from elsewhere can run arbitrary code. A bundle instead records
+what to build (architecture, backbone, classes, input size) and the weights' SHA-256;
+loading rebuilds the architecture in code and only then reads the weights, after the
+hash matches. The card also carries the classes and palette, so no later command needs
+another flag to interpret the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cityseg import __version__
+from cityseg.errors import CitysegError, DataError
+from cityseg.fsutil import atomic_write_json
+
+if TYPE_CHECKING:
+    from cityseg._tf import keras
+
+CARD_NAME = "cityseg.json"
+WEIGHTS_NAME = "model.weights.h5"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    card: dict[str, Any]
+    model: keras.Model
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_bundle(model: keras.Model, folder: Path, card: dict[str, Any]) -> Path:
+    """Write `folder` whole or not at all: build it beside, then swap it into place."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        weights = staging / WEIGHTS_NAME
+        model.save_weights(str(weights))
+        full_card = {
+            "format_version": FORMAT_VERSION,
+            "cityseg_version": __version__,
+            **card,
+            "weights": {
+                "file": WEIGHTS_NAME,
+                "sha256": sha256_of(weights),
+                "bytes": weights.stat().st_size,
+            },
+        }
+        atomic_write_json(staging / CARD_NAME, full_card)
+        retired = folder.with_name(f".{folder.name}.old")
+        if retired.exists():
+            shutil.rmtree(retired)
+        if folder.exists():
+            folder.rename(retired)
+        staging.rename(folder)
+        shutil.rmtree(retired, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def read_card(path: Path) -> tuple[Path, dict[str, Any]]:
+    """(bundle folder, card) for a bundle folder or its cityseg.json."""
+    folder = path.parent if path.name == CARD_NAME else path
+    card_path = folder / CARD_NAME
+    if not folder.exists():
+        raise CitysegError(f"no model bundle at {path}")
+    if not card_path.is_file():
+        raise DataError(f"{folder} is not a cityseg model bundle (no {CARD_NAME})")
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{card_path} is not valid JSON ({exc}); the bundle is damaged") from exc
+    if not isinstance(card, dict) or card.get("format_version") != FORMAT_VERSION:
+        version = card.get("format_version") if isinstance(card, dict) else None
+        raise DataError(
+            f"{card_path} has format_version {version!r}; this cityseg reads {FORMAT_VERSION}"
+        )
+    return folder, card
+
+
+def verified_weights(folder: Path, card: dict[str, Any]) -> Path:
+    """The weights file, once its size and SHA-256 match the card."""
+    info = card.get("weights") or {}
+    name = str(info.get("file", WEIGHTS_NAME))
+    weights = folder / Path(name).name  # the card never points outside its folder
+    if not weights.is_file():
+        raise DataError(f"{folder} has no weights file {weights.name}; the bundle is incomplete")
+    if weights.stat().st_size != info.get("bytes") or sha256_of(weights) != info.get("sha256"):
+        raise DataError(
+            f"{weights} does not match the SHA-256 in {CARD_NAME}: the bundle is truncated or "
+            "was modified; re-export or re-train it"
+        )
+    return weights
+
+
+def load_bundle(path: Path, build: Callable[[dict[str, Any]], keras.Model]) -> Bundle:
+    """Rebuild the model with `build(card)` and load its verified weights."""
+    folder, card = read_card(path)
+    weights = verified_weights(folder, card)
+    model = build(card)
+    try:
+        model.load_weights(str(weights))
+    except (ValueError, OSError, KeyError) as exc:
+        raise DataError(f"{weights} does not fit the architecture in {CARD_NAME}: {exc}") from exc
+    return Bundle(folder, card, model)
