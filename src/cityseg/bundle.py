@@ -46,13 +46,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_bundle(model: keras.Model, folder: Path, card: dict[str, Any]) -> Path:
-    """Write `folder` whole or not at all: build it beside, then swap it into place."""
+def save_bundle(
+    model: keras.Model,
+    folder: Path,
+    card: dict[str, Any],
+    extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """Write `folder` whole or not at all: build it beside, then swap it into place.
+
+    `extras(staging_folder)` may add files (a run's optimizer state) to the same swap.
+    """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         weights = staging / WEIGHTS_NAME
-        model.save_weights(str(weights))
+        save_model_weights(model, weights)
         full_card = {
             "format_version": FORMAT_VERSION,
             "cityseg_version": __version__,
@@ -64,6 +72,8 @@ def save_bundle(model: keras.Model, folder: Path, card: dict[str, Any]) -> Path:
             },
         }
         atomic_write_json(staging / CARD_NAME, full_card)
+        if extras is not None:
+            extras(staging)
         retired = folder.with_name(f".{folder.name}.old")
         if retired.exists():
             shutil.rmtree(retired)
@@ -75,6 +85,18 @@ def save_bundle(model: keras.Model, folder: Path, card: dict[str, Any]) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return folder
+
+
+def save_model_weights(model: keras.Model, path: Path) -> None:
+    """Weights without optimizer slots: Keras 3's `save_weights` stores those too, which
+    triples a bundle trained with Adam. Optimizer state for resuming is kept elsewhere."""
+    try:
+        from keras.src.saving import saving_lib
+
+        skip = [model.optimizer] if getattr(model, "optimizer", None) is not None else None
+        saving_lib.save_weights_only(model, str(path), objects_to_skip=skip)
+    except (ImportError, TypeError):  # a Keras without objects_to_skip: keep what it saves
+        model.save_weights(str(path))
 
 
 def read_card(path: Path) -> tuple[Path, dict[str, Any]]:

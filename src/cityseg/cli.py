@@ -16,7 +16,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from cityseg import __version__
-from cityseg.config import PrepareConfig, RemapConfig, SyntheticConfig, UnknownPolicy
+from cityseg.config import (
+    Optimizer,
+    Precision,
+    PrepareConfig,
+    RemapConfig,
+    Schedule,
+    Strategy,
+    SyntheticConfig,
+    TrainConfig,
+    UnknownPolicy,
+)
 from cityseg.errors import CitysegError, NotImplementedYetError
 
 app = typer.Typer(
@@ -33,6 +43,7 @@ err = Console(stderr=True, soft_wrap=True)
 REMAP = RemapConfig()
 PREPARE = PrepareConfig()
 SYNTHETIC = SyntheticConfig()
+TRAIN = TrainConfig()
 
 
 def _version(value: bool) -> None:
@@ -200,7 +211,95 @@ def _planned(name: str) -> None:
     )(command)
 
 
-for _name in ("train", "evaluate", "predict", "serve"):
+@app.command()
+def train(
+    data: Path = typer.Option(TRAIN.data, help="Prepared dataset (from `cityseg prepare`)."),
+    arch: str = typer.Option(TRAIN.arch, help="unet, fpn, linknet, pspnet or unet-scratch."),
+    backbone: str = typer.Option(TRAIN.backbone, help="Any segmentation-models backbone."),
+    weights: str = typer.Option(
+        TRAIN.weights, help="Encoder weights: imagenet (needs internet once), none, or a file."
+    ),
+    scheme: str = typer.Option(TRAIN.scheme, help="Mask scheme prepared in the dataset."),
+    size: str = typer.Option(f"{TRAIN.height}x{TRAIN.width}", help="Input HEIGHTxWIDTH."),
+    epochs: int = typer.Option(TRAIN.epochs, min=1),
+    batch: int = typer.Option(TRAIN.batch, min=1, help="Global batch size (all devices)."),
+    lr: float = typer.Option(TRAIN.lr, min=0.0, help="Peak learning rate."),
+    optimizer: Optimizer = typer.Option(TRAIN.optimizer),
+    schedule: Schedule = typer.Option(TRAIN.schedule, help="Learning-rate schedule."),
+    patience: int = typer.Option(
+        TRAIN.patience, min=0, help="Early-stopping patience in epochs (0: off)."
+    ),
+    loss: str = typer.Option(
+        TRAIN.loss, help="cce, dice, weighted-dice, focal, focal-dice or jaccard."
+    ),
+    aug: str = typer.Option(TRAIN.aug, help="Augmentation preset: none, soft or hard."),
+    cache: str | None = typer.Option(
+        TRAIN.cache, help="Cache decoded data: 'memory' or a file prefix (small sets)."
+    ),
+    seed: int = typer.Option(TRAIN.seed),
+    precision: Precision = typer.Option(TRAIN.precision, help="auto: mixed on a GPU."),
+    strategy: Strategy = typer.Option(TRAIN.strategy, help="Distribution over devices."),
+    project: Path = typer.Option(TRAIN.project, help="Folder holding the runs."),
+    name: str | None = typer.Option(TRAIN.name, help="Run name (default: the arch)."),
+    base_filters: int = typer.Option(
+        TRAIN.base_filters, min=4, help="unet-scratch width (64 = the classic U-Net)."
+    ),
+    steps_per_epoch: int | None = typer.Option(
+        TRAIN.steps_per_epoch, min=1, help="Cap training steps per epoch (quick runs)."
+    ),
+    resume: Path | None = typer.Option(
+        None, help="Continue the run in this folder from its last/ checkpoint."
+    ),
+    list_choices: bool = typer.Option(
+        False, "--list", help="List architectures, backbones, losses and presets, then exit."
+    ),
+) -> None:
+    """Train a segmentation model; writes runs/train/<name>/ with best/ and last/ bundles."""
+    if list_choices:
+        from cityseg.choices import describe_choices
+
+        for line in describe_choices():
+            out.print(line, highlight=False)
+        return
+    from cityseg.train import parse_size
+    from cityseg.train import train as train_run
+
+    height, width = parse_size(size)
+    config = TrainConfig(
+        data=data,
+        scheme=scheme,
+        arch=arch,
+        backbone=backbone,
+        weights=weights,
+        base_filters=base_filters,
+        height=height,
+        width=width,
+        epochs=epochs,
+        batch=batch,
+        lr=lr,
+        optimizer=optimizer,
+        schedule=schedule,
+        patience=patience,
+        loss=loss,
+        aug=aug,
+        cache=cache,
+        seed=seed,
+        precision=precision,
+        strategy=strategy,
+        project=project,
+        name=name,
+        steps_per_epoch=steps_per_epoch,
+    )
+    report = train_run(config, resume=resume, log=_note)
+    best = "-" if report.best_score is None else f"{report.best_score:.4f}"
+    out.print(
+        f"[green]Trained {report.epochs_completed} epoch(s)[/]; best {report.monitor} {best} "
+        f"at epoch {report.best_epoch}. Bundles: {escape(str(report.run_dir / 'best'))}, "
+        f"{escape(str(report.run_dir / 'last'))}"
+    )
+
+
+for _name in ("evaluate", "predict", "serve"):
     _planned(_name)
 
 

@@ -55,3 +55,61 @@ class SyntheticConfig:
     width: int = 256
     images_per_city: int = 3
     seed: int = 0
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    """mixed on a GPU, float32 on a CPU."""
+    mixed = "mixed"
+    float32 = "float32"
+
+
+class Strategy(str, Enum):
+    auto = "auto"
+    """Mirrored over all GPUs when there are several; one device otherwise."""
+    mirrored = "mirrored"
+    multiworker = "multiworker"
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    adamw = "adamw"
+    sgd = "sgd"
+
+
+class Schedule(str, Enum):
+    cosine = "cosine"
+    plateau = "plateau"
+    constant = "constant"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting; saved as the run's config.json and read back by --resume."""
+
+    data: Path = Path("data/cityscapes")
+    scheme: str = "categories"
+    arch: str = "fpn"
+    backbone: str = "efficientnetb0"
+    weights: str = "imagenet"
+    base_filters: int = 64
+    """Width of the first U-Net-from-scratch block (64 is the classic 31M-parameter net)."""
+    height: int = 512
+    width: int = 1024
+    epochs: int = 40
+    batch: int = 8
+    lr: float = 1e-3
+    optimizer: Optimizer = Optimizer.adam
+    schedule: Schedule = Schedule.cosine
+    patience: int = 10
+    """Epochs without a better val mIoU before early stopping; 0 turns it off."""
+    loss: str = "focal-dice"
+    aug: str = "soft"
+    cache: str | None = None
+    seed: int = 0
+    precision: Precision = Precision.auto
+    strategy: Strategy = Strategy.auto
+    project: Path = Path("runs/train")
+    name: str | None = None
+    steps_per_epoch: int | None = None
+    """Cap on training steps per epoch (smoke runs); None = the whole split."""

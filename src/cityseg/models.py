@@ -292,8 +292,6 @@ def build_model(spec: ModelSpec) -> keras.Model:
     return _assemble(spec, "imagenet" if pretrained else None)
 
 
-
-
 def describe(model: keras.Model) -> dict[str, Any]:
     """Parameter counts and shapes, for the run log and the bundle card."""
     trainable = sum(_size(w) for w in model.trainable_weights)
