@@ -206,6 +206,23 @@ def test_cli_errors_are_one_line(train_data: Path, tmp_path: Path, cli) -> None:
     assert result.exit_code == 1 and "not a prepared dataset" in result.stderr
     result = cli("train", "--data", train_data, "--size", "big")
     assert result.exit_code == 2 and "HEIGHTxWIDTH" in result.stderr
+    result = cli(
+        "train",
+        "--data",
+        train_data,
+        "--size",
+        "48x96",
+        "--arch",
+        "pspnet",
+        "--backbone",
+        "resnet18",
+        "--weights",
+        tmp_path / "nope.weights.h5",
+        "--project",
+        tmp_path / "runs",
+    )
+    assert result.exit_code == 1 and "nope.weights.h5" in result.stderr
+    assert not (tmp_path / "runs").exists()  # a failed build leaves no run folder behind
     result = cli("train", "--resume", tmp_path)
     assert result.exit_code == 1 and "not a cityseg training run" in result.stderr
 

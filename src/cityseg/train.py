@@ -156,10 +156,12 @@ def make_strategy(kind: Strategy) -> Any:
 
 def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) -> TrainReport:
     """Train per `config`, or continue the run at `resume` with its saved config."""
+    run_dir: Path | None = None
+    state: dict[str, Any] | None = None
+    last = Path()
     if resume is not None:
         run_dir, config, state = _load_resume(resume)
-    else:
-        run_dir, state = None, None
+        last = run_dir / "last"
     from cityseg import data as data_lib
     from cityseg import losses, models
     from cityseg._tf import GPUS, keras, tf
@@ -209,23 +211,6 @@ def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) 
         counts = data_lib.class_pixel_counts(config.data, "train", config.scheme, len(classes))
         class_weights = losses.class_weights_from_counts(counts)
 
-    if run_dir is None:
-        run_dir = next_run_dir(config.project, config.name or config.arch)
-        run_dir.mkdir(parents=True)
-        atomic_write_json(
-            run_dir / CONFIG_NAME,
-            {
-                **config_to_json(config),
-                "run_dir": str(run_dir),
-                "classes": classes,
-                "data_manifest_sha256": manifest_sha256(config.data),
-                "class_weights": None if class_weights is None else class_weights.tolist(),
-                "versions": package_versions(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-        )
-    log(f"run: {run_dir}")
-
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     with precision_policy(config.precision, bool(GPUS)) as policy:
@@ -245,7 +230,7 @@ def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) 
             )
             model = models.build_model(spec)
             if state is not None:  # weights before compile: the file holds no optimizer
-                folder, last_card = read_card(run_dir / "last")
+                folder, last_card = read_card(last)
                 model.load_weights(str(verified_weights(folder, last_card)))
             steps = data_lib.steps_per_epoch(config.data, "train", data_config)
             if config.steps_per_epoch:
@@ -268,10 +253,28 @@ def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) 
             initial_epoch = 0
             if state is not None:
                 restore_optimizer(
-                    model.optimizer, run_dir / "last" / OPTIMIZER_STATE, model.trainable_variables
+                    model.optimizer, last / OPTIMIZER_STATE, model.trainable_variables
                 )
                 initial_epoch = int(state["epoch"])
                 log(f"resuming at epoch {initial_epoch + 1}/{config.epochs}")
+
+        # the run folder appears only once the model builds: a typo leaves no debris
+        if run_dir is None:
+            run_dir = next_run_dir(config.project, config.name or config.arch)
+            run_dir.mkdir(parents=True)
+            atomic_write_json(
+                run_dir / CONFIG_NAME,
+                {
+                    **config_to_json(config),
+                    "run_dir": str(run_dir),
+                    "classes": classes,
+                    "data_manifest_sha256": manifest_sha256(config.data),
+                    "class_weights": None if class_weights is None else class_weights.tolist(),
+                    "versions": package_versions(),
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                },
+            )
+        log(f"run: {run_dir}")
 
         def card(summary: dict[str, Any]) -> dict[str, Any]:
             return {
