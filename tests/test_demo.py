@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cityseg.manifest import read_manifest
 
 
@@ -20,17 +22,8 @@ def test_demo_data_only_writes_the_two_zips(tmp_path: Path, cli) -> None:
 
 
 def test_demo_prepares_a_dataset(tmp_path: Path, cli) -> None:
-    result = cli(
-        "demo",
-        tmp_path / "demo",
-        "--images-per-city",
-        "2",
-        "--height",
-        "64",
-        "--width",
-        "128",
-        "-q",
-    )
+    args = ["--images-per-city", "2", "--height", "64", "--width", "128", "--no-train", "-q"]
+    result = cli("demo", tmp_path / "demo", *args)
     assert result.exit_code == 0, result.stderr
     index = read_manifest(tmp_path / "demo" / "data" / "cityscapes")
     assert all(index["splits"][split] for split in ("train", "val", "test"))
@@ -41,3 +34,24 @@ def test_demo_rejects_a_tiny_size_in_one_line(tmp_path: Path, cli) -> None:
     result = cli("demo", tmp_path / "demo", "--height", "20", "--width", "20")
     assert result.exit_code == 2
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_trains_a_model(tmp_path: Path, cli) -> None:
+    result = cli(
+        "demo",
+        tmp_path / "demo",
+        "--images-per-city",
+        "2",
+        "--height",
+        "64",
+        "--width",
+        "128",
+        "--epochs",
+        "2",
+        "-q",
+    )
+    assert result.exit_code == 0, result.stderr
+    run = tmp_path / "demo" / "runs" / "train" / "demo"
+    assert (run / "best" / "cityseg.json").is_file() and (run / "metrics.csv").is_file()
+    assert "[3/3] trained fpn-efficientnetb0 for 2 epochs" in result.stderr

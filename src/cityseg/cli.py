@@ -179,6 +179,8 @@ def demo(
     height: int = typer.Option(SYNTHETIC.height, min=16),
     width: int = typer.Option(SYNTHETIC.width, min=16),
     seed: int = typer.Option(SYNTHETIC.seed),
+    epochs: int = typer.Option(6, min=1, help="Training epochs (on the CPU: ~10 s each)."),
+    no_train: bool = typer.Option(False, "--no-train", help="Stop after prepare."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run the pipeline on generated Cityscapes-format data (no download needed)."""
@@ -191,6 +193,8 @@ def demo(
         height=height,
         width=width,
         seed=seed,
+        epochs=epochs,
+        train_model=not no_train,
         show_progress=not quiet,
         log=_note,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from cityseg.config import TrainConfig
 from cityseg.prepare import prepare_dataset
 from cityseg.synthetic import SyntheticSpec, write_raw_dataset
 
@@ -24,6 +25,8 @@ def run_demo(
     height: int = 128,
     width: int = 256,
     seed: int = 0,
+    epochs: int = 6,
+    train_model: bool = True,
     show_progress: bool = True,
     log: Log = print,
 ) -> None:
@@ -31,7 +34,8 @@ def run_demo(
     spec = SyntheticSpec(height=height, width=width, images_per_city=images_per_city, seed=seed)
     written = write_raw_dataset(raw, spec)
     count = sum(len(keys) for keys in written.keys.values())
-    log(f"[1/2] synthetic raw zips ({count} scenes, {height}x{width}): {raw}")
+    steps = 3 if train_model else 2
+    log(f"[1/{steps}] synthetic raw zips ({count} scenes, {height}x{width}): {raw}")
     if data_only:
         log(f"next: cityseg prepare {raw} -o {directory / 'data' / 'cityscapes'}")
         return
@@ -40,5 +44,31 @@ def run_demo(
         raw, data, seed=seed, verify=False, show_progress=show_progress, log=log
     )
     sizes = ", ".join(f"{row.split} {row.images}" for row in report.splits)
-    log(f"[2/2] prepared dataset ({sizes}): {data}")
-    log("training, evaluation and prediction join the demo as those commands are released")
+    log(f"[2/{steps}] prepared dataset ({sizes}): {data}")
+    if not train_model:
+        return
+    from cityseg.train import train
+
+    config = TrainConfig(
+        data=data,
+        arch="fpn",
+        backbone="efficientnetb0",
+        weights="none",
+        height=height,
+        width=width,
+        epochs=epochs,
+        batch=4,
+        lr=3e-3,
+        aug="soft",
+        patience=0,
+        seed=seed,
+        project=directory / "runs" / "train",
+        name="demo",
+    )
+    report = train(config, log=log)
+    score = "-" if report.best_score is None else f"{report.best_score:.3f}"
+    log(
+        f"[3/3] trained fpn-efficientnetb0 for {report.epochs_completed} epochs, best "
+        f"{report.monitor} {score}: {report.run_dir / 'best'}"
+    )
+    log("evaluation and prediction join the demo as those commands are released")
