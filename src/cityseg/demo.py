@@ -40,10 +40,10 @@ def run_demo(
         log(f"next: cityseg prepare {raw} -o {directory / 'data' / 'cityscapes'}")
         return
     data = directory / "data" / "cityscapes"
-    report = prepare_dataset(
+    prepared = prepare_dataset(
         raw, data, seed=seed, verify=False, show_progress=show_progress, log=log
     )
-    sizes = ", ".join(f"{row.split} {row.images}" for row in report.splits)
+    sizes = ", ".join(f"{row.split} {row.images}" for row in prepared.splits)
     log(f"[2/{steps}] prepared dataset ({sizes}): {data}")
     if not train_model:
         return
@@ -65,10 +65,10 @@ def run_demo(
         project=directory / "runs" / "train",
         name="demo",
     )
-    report = train(config, log=log)
-    score = "-" if report.best_score is None else f"{report.best_score:.3f}"
+    trained = train(config, log=log)
+    score = "-" if trained.best_score is None else f"{trained.best_score:.3f}"
     log(
-        f"[3/3] trained fpn-efficientnetb0 for {report.epochs_completed} epochs, best "
-        f"{report.monitor} {score}: {report.run_dir / 'best'}"
+        f"[3/3] trained fpn-efficientnetb0 for {trained.epochs_completed} epochs, best "
+        f"{trained.monitor} {score}: {trained.run_dir / 'best'}"
     )
     log("evaluation and prediction join the demo as those commands are released")

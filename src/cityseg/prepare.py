@@ -13,7 +13,6 @@ import random
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from cityseg import __version__, images, manifest
 from cityseg.config import PrepareConfig, default_workers
 from cityseg.errors import DataError, DiskFullError, UsageError
 from cityseg.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_parts
-from cityseg.progress import track
+from cityseg.progress import run_parallel
 from cityseg.remap import remap_array
 from cityseg.schemes import Scheme, get_scheme
 from cityseg.sources import (
@@ -321,15 +320,13 @@ def write_pairs(
         atomic_write_bytes(paths["labelIds"], label_bytes)
         images.write_mask(paths["mask"], mask)
 
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        futures = [pool.submit(write_one, pair) for pair in pairs]
-        try:
-            for future in track(futures, len(futures), "prepare", enabled=show_progress):
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    run_parallel(
+        write_one,
+        pairs,
+        "prepare",
+        workers=workers or default_workers(),
+        show_progress=show_progress,
+    )
 
 
 def summarise(output: Path, planned: dict[str, Any]) -> list[SplitSummary]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from rich.console import Console
@@ -41,3 +42,27 @@ def track(items: Iterable[T], total: int, description: str, *, enabled: bool = T
         for item in items:
             yield item
             progress.advance(task)
+
+
+def run_parallel(
+    work: Callable[[T], object],
+    items: Sequence[T],
+    description: str,
+    *,
+    workers: int,
+    show_progress: bool = True,
+) -> None:
+    """Apply `work` to every item on a thread pool, with a bar; the first error wins.
+
+    Pending items are cancelled on an error or Ctrl-C, so a failure stops the run
+    promptly; what already finished stays (callers write their files atomically).
+    """
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            for future in track(futures, len(futures), description, enabled=show_progress):
+                future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise

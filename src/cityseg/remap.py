@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob as globlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 from cityseg import images, manifest
 from cityseg.config import UnknownPolicy, default_workers
 from cityseg.errors import DataError, UnknownLabelError, UsageError
-from cityseg.progress import track
+from cityseg.progress import run_parallel
 from cityseg.schemes import Scheme
 
 GLOB_CHARS = frozenset("*?[")
@@ -84,17 +83,13 @@ def run_jobs(
 
     Each output is written atomically, so files finished before a failure stay valid.
     """
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        futures = [pool.submit(remap_file, job, scheme, unknown) for job in jobs]
-        try:
-            for future in track(
-                futures, len(futures), f"remap {scheme.name}", enabled=show_progress
-            ):
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    run_parallel(
+        lambda job: remap_file(job, scheme, unknown),
+        jobs,
+        f"remap {scheme.name}",
+        workers=workers or default_workers(),
+        show_progress=show_progress,
+    )
     return len(jobs)
 
 
