@@ -1,0 +1,119 @@
+"""Running a trained bundle on images of any size: the one path predict, evaluate and
+serve share, so the three can never disagree about pre- or post-processing.
+
+Images are resized to the size the model was trained at (as training resized them), the
+model sees RGB floats 0..255 (its normalisation is inside it), and the class
+probabilities are resized back to each image's own size before the argmax, which is
+smoother and more accurate at edges than upsampling the class ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cityseg.bundle import CARD_NAME, Bundle, load_bundle
+from cityseg.data import resize_image
+from cityseg.errors import CitysegError
+
+Log = Callable[[str], None]
+DEFAULT_PROJECT = Path("runs/train")
+
+
+def newest_bundle(project: Path = DEFAULT_PROJECT) -> Path:
+    """The `best/` bundle of the most recently written run under `project`."""
+    candidates = [p.parent for p in project.glob(f"*/best/{CARD_NAME}")]
+    if not candidates:
+        raise CitysegError(
+            f"no trained model found under {project}/*/best; train one with `cityseg train` "
+            "or pass --model PATH"
+        )
+    return max(candidates, key=lambda p: (p / CARD_NAME).stat().st_mtime)
+
+
+def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear per class; OpenCV takes a limited channel count at once, so chunk."""
+    if probs.shape[:2] == (height, width):
+        return probs
+    parts = [
+        cv2.resize(
+            np.ascontiguousarray(probs[..., i : i + 256]),
+            (width, height),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for i in range(0, probs.shape[-1], 256)
+    ]
+    parts = [p[..., None] if p.ndim == 2 else p for p in parts]
+    return np.concatenate(parts, axis=-1)
+
+
+@dataclass
+class Predictor:
+    bundle: Bundle
+    tta_flip: bool = False
+    _call: Any = field(default=None, repr=False)
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.bundle.card
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    @property
+    def palette(self) -> np.ndarray:
+        return np.array(self.card["palette"], dtype=np.uint8)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.card["height"]), int(self.card["width"])
+
+    def _model_call(self, batch: np.ndarray) -> np.ndarray:
+        if self._call is None:
+            from cityseg._tf import tf
+
+            model = self.bundle.model
+            self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        return np.asarray(self._call(batch))
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class probabilities (H, W, C) at each RGB uint8 image's own size."""
+        if not images:
+            return []
+        height, width = self.input_size
+        batch = np.stack([resize_image(image, height, width) for image in images])
+        batch = batch.astype(np.float32)
+        probs = self._model_call(batch)
+        if self.tta_flip:
+            flipped = self._model_call(batch[:, :, ::-1].copy())
+            probs = (probs + flipped[:, :, ::-1]) / 2.0
+        return [
+            resize_probabilities(p, image.shape[0], image.shape[1])
+            for p, image in zip(probs, images, strict=True)
+        ]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class-id masks (uint8, H x W) at each image's own size."""
+        return [p.argmax(axis=-1).astype(np.uint8) for p in self.probabilities(images)]
+
+
+def load_predictor(
+    model: Path | None = None,
+    *,
+    project: Path = DEFAULT_PROJECT,
+    tta_flip: bool = False,
+    log: Log = lambda message: None,
+) -> Predictor:
+    """A predictor for `model` (a bundle folder), or for the newest run's best bundle."""
+    from cityseg.models import build_from_card
+
+    if model is None:
+        model = newest_bundle(project)
+        log(f"model: {model} (the newest run's best; choose another with --model)")
+    return Predictor(load_bundle(model, build_from_card), tta_flip=tta_flip)
