@@ -42,11 +42,11 @@ def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarr
         return probs
     parts = [
         cv2.resize(
-            np.ascontiguousarray(probs[..., i : i + 256]),
+            np.ascontiguousarray(probs[..., i : i + 128]),
             (width, height),
             interpolation=cv2.INTER_LINEAR,
         )
-        for i in range(0, probs.shape[-1], 256)
+        for i in range(0, probs.shape[-1], 128)
     ]
     parts = [p[..., None] if p.ndim == 2 else p for p in parts]
     return np.concatenate(parts, axis=-1)
