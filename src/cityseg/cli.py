@@ -17,6 +17,7 @@ from rich.table import Table
 
 from cityseg import __version__
 from cityseg.config import (
+    TTA,
     Optimizer,
     Precision,
     PrepareConfig,
@@ -303,7 +304,65 @@ def train(
     )
 
 
-for _name in ("evaluate", "predict", "serve"):
+@app.command()
+def evaluate(
+    model: Path | None = typer.Option(
+        None, help="Model bundle folder (default: the newest run's best/)."
+    ),
+    data: Path = typer.Option(TRAIN.data, help="Prepared dataset."),
+    split: str = typer.Option("test", help="train, val or test."),
+    predictions: Path | None = typer.Option(
+        None, help="Score a folder of class-id PNGs named by key instead of a model."
+    ),
+    write_labelids: Path | None = typer.Option(
+        None, help="Also write predictions as official {key}_pred_labelIds.png files here."
+    ),
+    project: Path = typer.Option(Path("runs/eval"), help="Folder holding evaluation runs."),
+    name: str | None = typer.Option(None, help="Run name (default: the training run's)."),
+    batch: int = typer.Option(4, min=1, help="Images per model call."),
+    tta: TTA = typer.Option(TTA.none, help="Test-time augmentation."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Score a model (or a folder of predictions), including the official Cityscapes IoU."""
+    from cityseg.evaluate import evaluate as evaluate_run
+
+    report = evaluate_run(
+        model=model,
+        data=data,
+        split=split,
+        predictions=predictions,
+        write_labelids=write_labelids,
+        project=project,
+        name=name,
+        batch=batch,
+        tta_flip=tta is TTA.flip,
+        show_progress=not quiet,
+        log=_note,
+    )
+    metrics = report.metrics
+    scores = metrics["scores"]
+    table = Table(title=f"{metrics['split']} split, {metrics['images']} images")
+    for column in ("class", "IoU", "dice", "precision", "recall"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for class_name, values in scores["per_class"].items():
+        table.add_row(
+            class_name, *(_score(values.get(k)) for k in ("iou", "dice", "precision", "recall"))
+        )
+    out.print(table)
+    out.print(f"mean IoU (8 classes)        {_score(scores.get('mean_iou'))}")
+    out.print(f"mean IoU (non-void)         {_score(scores.get('mean_iou_non_void'))}")
+    out.print(f"pixel accuracy              {_score(scores.get('pixel_accuracy'))}")
+    official = metrics.get("official", {})
+    if "mean_iou" in official:
+        out.print(f"official Cityscapes category IoU  [bold]{_score(official['mean_iou'])}[/]")
+    out.print(f"written: {escape(str(report.out_dir))}")
+
+
+def _score(value: object) -> str:
+    return "-" if value is None else f"{float(str(value)):.4f}"
+
+
+for _name in ("predict", "serve"):
     _planned(_name)
 
 

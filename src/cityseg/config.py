@@ -113,3 +113,19 @@ class TrainConfig:
     name: str | None = None
     steps_per_epoch: int | None = None
     """Cap on training steps per epoch (smoke runs); None = the whole split."""
+
+
+class TTA(str, Enum):
+    """Test-time augmentation: `flip` averages with the horizontally flipped prediction."""
+
+    none = "none"
+    flip = "flip"
+
+
+class OutputFormat(str, Enum):
+    """What `cityseg predict` writes for each image."""
+
+    colour = "colour"
+    ids = "ids"
+    overlay = "overlay"
+    labelids = "labelids"
