@@ -34,7 +34,7 @@ def test_python_dash_m() -> None:
     assert done.returncode == 0 and __version__ in done.stdout
 
 
-@pytest.mark.parametrize("command", ["predict", "serve"])
+@pytest.mark.parametrize("command", ["serve"])
 def test_planned_commands_say_so_in_one_line(cli, command: str) -> None:
     result = cli(command, "--arch", "fpn")
     assert result.exit_code == 1

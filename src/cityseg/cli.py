@@ -19,6 +19,7 @@ from cityseg import __version__
 from cityseg.config import (
     TTA,
     Optimizer,
+    OutputFormat,
     Precision,
     PrepareConfig,
     RemapConfig,
@@ -362,7 +363,55 @@ def _score(value: object) -> str:
     return "-" if value is None else f"{float(str(value)):.4f}"
 
 
-for _name in ("predict", "serve"):
+@app.command()
+def predict(
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="PNG/JPEG files, folders (searched recursively) or glob patterns.",
+        show_default=False,
+        metavar="INPUT...",
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="Output folder, or a .png file for a single input."
+    ),
+    model: Path | None = typer.Option(
+        None, help="Model bundle folder (default: the newest run's best/)."
+    ),
+    project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
+    format: OutputFormat = typer.Option(OutputFormat.colour, help="What to write."),
+    alpha: float = typer.Option(0.5, help="Overlay opacity of the mask, 0..1."),
+    legend: bool = typer.Option(False, "--legend", help="Draw the class legend."),
+    tta: TTA = typer.Option(TTA.none, help="Test-time augmentation."),
+    batch: int = typer.Option(4, min=1, help="Images per model call."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Write colour masks (or ids, overlays, labelIds) for images, at each image's size."""
+    from cityseg.predict import predict_paths
+
+    report = predict_paths(
+        inputs,
+        output,
+        model=model,
+        project=project,
+        format=format,
+        alpha=alpha,
+        legend=legend,
+        tta_flip=tta is TTA.flip,
+        batch=batch,
+        show_progress=not quiet,
+        log=_note,
+    )
+    out.print(
+        f"[green]Wrote {len(report.written)} {format.value} mask(s)[/] to {escape(str(output))}"
+    )
+    if report.failed:
+        raise CitysegError(
+            f"{len(report.failed)} input(s) could not be read (see the "
+            "warnings above); the others were written"
+        )
+
+
+for _name in ("serve",):
     _planned(_name)
 
 

@@ -126,6 +126,11 @@ class OutputFormat(str, Enum):
     """What `cityseg predict` writes for each image."""
 
     colour = "colour"
+    """RGB in the bundle's palette: what people look at."""
     ids = "ids"
+    """Single-channel uint8 class ids: what programs read."""
     overlay = "overlay"
+    """The photo blended with the colour mask: to judge a prediction against the scene."""
     labelids = "labelids"
+    """Cityscapes labelIds (each category's representative id): what the official
+    cityscapesScripts evaluator reads."""

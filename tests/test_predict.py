@@ -1,0 +1,271 @@
+"""`cityseg.predict`: inputs, formats, bad files and the legend.
+
+One tiny bundle (PSPNet-resnet18 at 48x96, random weights) is built once for the module:
+the tests check plumbing (sizes, names, formats, failures), which random weights exercise
+as well as trained ones, at a fraction of the build time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cityseg import labels
+from cityseg.errors import DataError, UsageError
+from cityseg.images import decode_mask, read_image, read_mask, write_rgb
+from cityseg.predict import (
+    OutputFormat,
+    PredictReport,
+    draw_legend,
+    legend_box,
+    predict_paths,
+    render,
+)
+from cityseg.synthetic import draw_scene
+
+NAMES = list(labels.CATEGORY_NAMES)
+PALETTE = labels.CATEGORY_PALETTE
+
+
+def palette_only(rgb: np.ndarray) -> bool:
+    colours = {tuple(int(c) for c in row) for row in PALETTE}
+    found = {tuple(int(c) for c in row) for row in np.unique(rgb.reshape(-1, 3), axis=0)}
+    return found <= colours
+
+
+def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return draw_scene(np.random.default_rng(seed), height, width).image
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cityseg.bundle import save_bundle
+    from cityseg.models import ModelSpec, build_model, card_fields
+
+    spec = ModelSpec(arch="pspnet", backbone="resnet18", height=48, width=96, weights="none")
+    card = {
+        **card_fields(spec),
+        "scheme": "categories",
+        "classes": NAMES,
+        "palette": PALETTE.tolist(),
+        "ignore_index": None,
+        "training": {"run": "tiny"},
+    }
+    folder = tmp_path_factory.mktemp("bundle") / "best"
+    return save_bundle(build_model(spec), folder, card)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of three small PNG/JPEG photos, one in a sub-folder; read-only."""
+    root = tmp_path_factory.mktemp("photos")
+    write_rgb(root / "a.png", scene(64, 128, 1))
+    write_rgb(root / "sub" / "b.png", scene(96, 160, 2))
+    import cv2
+
+    cv2.imwrite(str(root / "c.JPG"), cv2.cvtColor(scene(64, 96, 3), cv2.COLOR_RGB2BGR))
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def run(inputs: list[Path], output: Path, bundle: Path, **kwargs: object) -> PredictReport:
+    return predict_paths(inputs, output, model=bundle, show_progress=False, **kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_full_size_png_gives_full_size_palette_png(tmp_path: Path, bundle: Path) -> None:
+    source = tmp_path / "frame.png"
+    write_rgb(source, scene(1024, 2048))
+    report = run([source], tmp_path / "out", bundle)
+    assert report.written == [tmp_path / "out" / "frame.png"]
+    assert report.failed == [] and report.model == bundle
+    colour = read_image(report.written[0])
+    assert colour.shape == (1024, 2048, 3)
+    assert palette_only(colour)
+
+
+def test_directory_and_glob_inputs(tmp_path: Path, bundle: Path, photos: Path) -> None:
+    report = run([photos], tmp_path / "dir", bundle, format=OutputFormat.ids)
+    names = sorted(p.relative_to(tmp_path / "dir").as_posix() for p in report.written)
+    assert names == ["a.png", "c.png", "sub/b.png"]  # notes.txt is not collected
+    assert read_mask(tmp_path / "dir" / "sub" / "b.png").shape == (96, 160)
+    assert read_mask(tmp_path / "dir" / "c.png").shape == (64, 96)
+
+    report = run([photos / "**" / "*.png"], tmp_path / "glob", bundle)
+    assert sorted(p.name for p in report.written) == ["a.png", "b.png"]
+    assert all(p.parent == tmp_path / "glob" for p in report.written)
+
+
+def test_corrupt_file_is_reported_and_the_rest_written(tmp_path: Path, bundle: Path) -> None:
+    inputs = tmp_path / "in"
+    write_rgb(inputs / "good1.png", scene(64, 128, 4))
+    (inputs / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (inputs / "text.png").write_text("hello")
+    write_rgb(inputs / "good2.png", scene(48, 96, 5))
+    messages: list[str] = []
+    report = predict_paths(
+        [inputs], tmp_path / "out", model=bundle, batch=2, show_progress=False, log=messages.append
+    )
+    assert sorted(p.name for p in report.written) == ["good1.png", "good2.png"]
+    assert sorted(p.name for p, _ in report.failed) == ["bad.png", "text.png"]
+    assert all("\n" not in reason for _, reason in report.failed)
+    warnings = [m for m in messages if m.startswith("warning:")]
+    assert len(warnings) == 2 and any("bad.png" in m for m in warnings)
+    assert not (tmp_path / "out" / "bad.png").exists()
+    assert all(p.is_file() for p in report.written)
+
+
+def test_missing_input_fails_before_loading_a_model(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist"):
+        predict_paths([tmp_path / "nope.png"], tmp_path / "out", model=tmp_path / "no-model")
+
+
+def test_formats(tmp_path: Path, bundle: Path) -> None:
+    source = tmp_path / "x.png"
+    image = scene(96, 192, 6)
+    write_rgb(source, image)
+
+    ids = read_mask(run([source], tmp_path / "ids.png", bundle, format="ids").written[0])
+    assert ids.shape == (96, 192) and ids.max() < 8
+
+    colour = read_image(run([source], tmp_path / "colour.png", bundle).written[0])
+    assert np.array_equal(colour, labels.CATEGORY_PALETTE[ids])
+
+    overlay_path = run([source], tmp_path / "ov.png", bundle, format=OutputFormat.overlay)
+    overlay = read_image(overlay_path.written[0])
+    assert not np.array_equal(overlay, image) and not np.array_equal(overlay, colour)
+
+    label_ids = read_mask(run([source], tmp_path / "l.png", bundle, format="labelids").written[0])
+    assert set(np.unique(label_ids)) <= set(labels.CATEGORY_TO_LABEL_ID.tolist())
+    assert np.array_equal(label_ids, labels.CATEGORY_TO_LABEL_ID[ids])
+
+    single = tmp_path / "exact" / "name.png"
+    assert run([source], single, bundle).written == [single] and single.is_file()
+
+
+def test_legend_changes_only_its_box(tmp_path: Path, bundle: Path) -> None:
+    source = tmp_path / "x.png"
+    write_rgb(source, scene(256, 512, 7))
+    plain = read_image(run([source], tmp_path / "plain.png", bundle).written[0])
+    marked = read_image(run([source], tmp_path / "legend.png", bundle, legend=True).written[0])
+    ids = read_mask(run([source], tmp_path / "ids.png", bundle, format="ids").written[0])
+    box = legend_box(plain.shape, NAMES, {int(v) for v in np.unique(ids)})
+    assert box is not None
+    x0, y0, x1, y1 = box
+    inside = np.zeros(plain.shape[:2], dtype=bool)
+    inside[y0:y1, x0:x1] = True
+    changed = (plain != marked).any(axis=-1)
+    assert changed.any() and not changed[~inside].any()
+
+
+def test_usage_errors(tmp_path: Path, bundle: Path) -> None:
+    source = tmp_path / "x.png"
+    write_rgb(source, scene(48, 96))
+    for alpha in (-0.1, 1.5):
+        with pytest.raises(UsageError, match="alpha"):
+            run([source], tmp_path / "o", bundle, format="overlay", alpha=alpha)
+    with pytest.raises(UsageError, match="overwrite input"):
+        run([source], source, bundle)
+    other = tmp_path / "other"
+    write_rgb(other / "x.png", scene(48, 96))
+    with pytest.raises(UsageError, match="both write"):
+        run([source, other / "x.png"], tmp_path / "o", bundle)
+
+
+def test_labelids_needs_a_categories_bundle(tmp_path: Path, bundle: Path) -> None:
+    import json
+    import shutil
+
+    copy = tmp_path / "trainids"
+    shutil.copytree(bundle, copy)
+    card_path = copy / "cityseg.json"
+    card = json.loads(card_path.read_text())
+    card["scheme"] = "trainids"
+    card_path.write_text(json.dumps(card))
+    source = tmp_path / "x.png"
+    write_rgb(source, scene(48, 96))
+    with pytest.raises(UsageError, match="categories"):
+        run([source], tmp_path / "o", copy, format="labelids")
+
+
+def test_tta_flip_gives_a_valid_mask(tmp_path: Path, bundle: Path) -> None:
+    source = tmp_path / "x.png"
+    write_rgb(source, scene(72, 100))
+    report = run([source], tmp_path / "t.png", bundle, format="ids", tta_flip=True)
+    mask = decode_mask(report.written[0].read_bytes(), "t")
+    assert mask.shape == (72, 100) and mask.max() < 8
+
+
+# --------------------------------------------------------------------------- no TF
+
+
+def test_render_formats_without_tf() -> None:
+    image = np.full((20, 30, 3), 200, dtype=np.uint8)
+    mask = np.zeros((20, 30), dtype=np.uint8)
+    mask[:, 15:] = 5
+    common = {"palette": PALETTE, "class_names": NAMES}
+    assert render(image, mask, format=OutputFormat.ids, **common) is mask  # type: ignore[arg-type]
+    colour = render(image, mask, format=OutputFormat.colour, **common)  # type: ignore[arg-type]
+    assert np.array_equal(colour, PALETTE[mask])
+    lab = render(image, mask, format=OutputFormat.labelids, **common)  # type: ignore[arg-type]
+    assert set(np.unique(lab)) == {0, 23}
+    half = render(image, mask, format=OutputFormat.overlay, alpha=0.5, **common)  # type: ignore[arg-type]
+    assert np.abs(half.astype(int) - (image // 2 + colour // 2)).max() <= 1
+    photo = render(image, mask, format=OutputFormat.overlay, alpha=0.0, **common)  # type: ignore[arg-type]
+    assert np.array_equal(photo, image)
+    with pytest.raises(UsageError):
+        render(image, mask, format=OutputFormat.overlay, alpha=2.0, **common)  # type: ignore[arg-type]
+    # A legend on ids would corrupt the values, so it is ignored there.
+    ids = render(image, mask, format=OutputFormat.ids, legend=True, **common)  # type: ignore[arg-type]
+    assert np.array_equal(ids, mask)
+
+
+def test_draw_legend_lists_present_classes_inside_its_box() -> None:
+    image = np.full((512, 1024, 3), 90, dtype=np.uint8)
+    few = legend_box(image.shape, NAMES, {1, 5})
+    every = legend_box(image.shape, NAMES, None)
+    assert few is not None and every is not None
+    assert few[3] < every[3]  # two rows are shorter than eight
+    drawn = draw_legend(image, NAMES, PALETTE, {1, 5})
+    x0, y0, x1, y1 = few
+    changed = (drawn != image).any(axis=-1)
+    assert changed[y0:y1, x0:x1].any()
+    changed[y0:y1, x0:x1] = False
+    assert not changed.any()
+    box = drawn[y0:y1, x0:x1].reshape(-1, 3)
+    for class_id in (1, 5):  # each present class has its swatch colour in the box
+        assert (box == PALETTE[class_id]).all(axis=1).any()
+    assert not (box == PALETTE[7]).all(axis=1).any()
+    assert legend_box(image.shape, NAMES, set()) is None
+    assert np.array_equal(draw_legend(image, NAMES, PALETTE, set()), image)
+
+
+def test_draw_legend_on_a_tiny_image_is_clipped() -> None:
+    image = np.zeros((10, 12, 3), dtype=np.uint8)
+    drawn = draw_legend(image, NAMES, PALETTE)
+    assert drawn.shape == image.shape
+
+
+def test_cli_writes_good_files_and_exits_1_for_a_corrupt_one(
+    bundle: Path, tmp_path: Path, cli
+) -> None:
+    import cv2
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = np.random.default_rng(0).integers(0, 255, (40, 70, 3), dtype=np.uint8)
+    cv2.imwrite(str(folder / "good.png"), image)
+    (folder / "bad.png").write_text("not an image")
+    result = cli("predict", folder, "-o", tmp_path / "out", "--model", bundle, "-q")
+    assert result.exit_code == 1
+    assert "bad.png is not a readable image" in result.stderr
+    assert "1 input(s) could not be read" in result.stderr
+    written = cv2.imread(str(tmp_path / "out" / "good.png"))
+    assert written.shape == (40, 70, 3)
