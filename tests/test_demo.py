@@ -54,4 +54,7 @@ def test_demo_trains_a_model(tmp_path: Path, cli) -> None:
     assert result.exit_code == 0, result.stderr
     run = tmp_path / "demo" / "runs" / "train" / "demo"
     assert (run / "best" / "cityseg.json").is_file() and (run / "metrics.csv").is_file()
-    assert "[3/3] trained fpn-efficientnetb0 for 2 epochs" in result.stderr
+    assert "[3/5] trained fpn-efficientnetb0 for 2 epochs" in result.stderr
+    assert "[4/5] evaluated on the test split" in result.stderr
+    assert len(list((tmp_path / "demo" / "predictions").glob("*.png"))) == 4
+    assert (tmp_path / "demo" / "runs" / "eval" / "demo" / "metrics.json").is_file()

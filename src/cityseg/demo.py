@@ -34,7 +34,7 @@ def run_demo(
     spec = SyntheticSpec(height=height, width=width, images_per_city=images_per_city, seed=seed)
     written = write_raw_dataset(raw, spec)
     count = sum(len(keys) for keys in written.keys.values())
-    steps = 3 if train_model else 2
+    steps = 5 if train_model else 2
     log(f"[1/{steps}] synthetic raw zips ({count} scenes, {height}x{width}): {raw}")
     if data_only:
         log(f"next: cityseg prepare {raw} -o {directory / 'data' / 'cityscapes'}")
@@ -68,7 +68,31 @@ def run_demo(
     trained = train(config, log=log)
     score = "-" if trained.best_score is None else f"{trained.best_score:.3f}"
     log(
-        f"[3/3] trained fpn-efficientnetb0 for {trained.epochs_completed} epochs, best "
+        f"[3/5] trained fpn-efficientnetb0 for {trained.epochs_completed} epochs, best "
         f"{trained.monitor} {score}: {trained.run_dir / 'best'}"
     )
-    log("evaluation and prediction join the demo as those commands are released")
+    from cityseg.evaluate import evaluate
+    from cityseg.manifest import read_manifest
+    from cityseg.predict import predict_paths
+
+    bundle = trained.run_dir / "best"
+    scored = evaluate(
+        model=bundle,
+        data=data,
+        split="test",
+        project=directory / "runs" / "eval",
+        show_progress=show_progress,
+    )
+    official = scored.metrics.get("official", {}).get("mean_iou")
+    log(
+        f"[4/5] evaluated on the test split: mIoU {scored.metrics['scores']['mean_iou']:.3f}, "
+        f"official category IoU {official if official is None else f'{official:.3f}'}: "
+        f"{scored.out_dir}"
+    )
+    test_images = [data / entry["image"] for entry in read_manifest(data)["splits"]["test"]]
+    masks = directory / "predictions"
+    predicted = predict_paths(
+        test_images, masks, model=bundle, legend=True, show_progress=show_progress
+    )
+    log(f"[5/5] colour masks for {len(predicted.written)} test images: {masks}")
+    log(f"next: cityseg predict YOUR_IMAGE.png -o mask.png --model {bundle}")
