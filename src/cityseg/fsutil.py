@@ -11,12 +11,12 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from cityseg.errors import CitysegError, DiskFullError
+from cityseg.errors import CitysegError, DiskFullError, UsageError
 
 
 @contextmanager
@@ -67,3 +67,23 @@ def remove_stale_parts(root: Path) -> int:
             part.unlink(missing_ok=True)
             removed += 1
     return removed
+
+
+def check_output_plan(plan: Iterable[tuple[Path, Path]], verb: str) -> None:
+    """Refuse (source, target) plans that overwrite an input or write one output twice.
+
+    `verb` names the command in the advice ("remap them into separate folders").
+    """
+    pairs = list(plan)
+    sources = {source.resolve() for source, _ in pairs}
+    seen: dict[Path, Path] = {}
+    for source, target in pairs:
+        resolved = target.resolve()
+        if resolved in sources:
+            raise UsageError(f"refusing to overwrite input {source}; choose another -o")
+        if resolved in seen:
+            raise UsageError(
+                f"{seen[resolved]} and {source} would both write {target}; "
+                f"{verb} them into separate folders"
+            )
+        seen[resolved] = source

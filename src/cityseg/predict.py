@@ -26,7 +26,7 @@ from cityseg import images, labels
 from cityseg.bundle import read_card
 from cityseg.config import OutputFormat
 from cityseg.errors import DataError, UsageError
-from cityseg.fsutil import atomic_write_bytes
+from cityseg.fsutil import atomic_write_bytes, check_output_plan
 from cityseg.progress import track
 
 Log = Callable[[str], None]
@@ -121,23 +121,8 @@ def plan_jobs(inputs: Sequence[Path], output: Path, *, format: OutputFormat) -> 
             PredictJob(source, output / relative.parent / f"{relative.stem}.png")
             for source, relative in sources
         ]
-    _check_targets(jobs)
+    check_output_plan(((job.source, job.target) for job in jobs), "predict")
     return jobs
-
-
-def _check_targets(jobs: Sequence[PredictJob]) -> None:
-    resolved_sources = {job.source.resolve() for job in jobs}
-    seen: dict[Path, Path] = {}
-    for job in jobs:
-        target = job.target.resolve()
-        if target in resolved_sources:
-            raise UsageError(f"refusing to overwrite input {job.source}; choose another -o")
-        if target in seen:
-            raise UsageError(
-                f"{seen[target]} and {job.source} would both write {job.target}; "
-                "predict them into separate folders"
-            )
-        seen[target] = job.source
 
 
 # --------------------------------------------------------------------------- rendering

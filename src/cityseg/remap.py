@@ -19,6 +19,7 @@ import numpy as np
 from cityseg import images, manifest
 from cityseg.config import UnknownPolicy, default_workers
 from cityseg.errors import DataError, UnknownLabelError, UsageError
+from cityseg.fsutil import check_output_plan
 from cityseg.progress import run_parallel
 from cityseg.schemes import Scheme
 
@@ -142,27 +143,16 @@ def plan_jobs(
             jobs.append(
                 RemapJob(source, folder / ids_name, folder / colour_name if colour else None)
             )
-    _check_targets(jobs)
+    check_output_plan(
+        (
+            (job.source, target)
+            for job in jobs
+            for target in (job.target, job.colour_target)
+            if target is not None
+        ),
+        "remap",
+    )
     return jobs
-
-
-def _check_targets(jobs: Sequence[RemapJob]) -> None:
-    """Refuse plans that would overwrite an input or write one output twice."""
-    sources = {job.source.resolve() for job in jobs}
-    seen: dict[Path, Path] = {}
-    for job in jobs:
-        for target in (job.target, job.colour_target):
-            if target is None:
-                continue
-            resolved = target.resolve()
-            if resolved in sources:
-                raise UsageError(f"refusing to overwrite input {job.source}; choose another -o")
-            if resolved in seen:
-                raise UsageError(
-                    f"{seen[resolved]} and {job.source} would both write {target}; "
-                    "remap them into separate folders"
-                )
-            seen[resolved] = job.source
 
 
 def remap_dataset(
