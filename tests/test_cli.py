@@ -34,14 +34,6 @@ def test_python_dash_m() -> None:
     assert done.returncode == 0 and __version__ in done.stdout
 
 
-@pytest.mark.parametrize("command", ["serve"])
-def test_planned_commands_say_so_in_one_line(cli, command: str) -> None:
-    result = cli(command, "--arch", "fpn")
-    assert result.exit_code == 1
-    assert f"`cityseg {command}` is not available" in result.stderr
-    assert result.stderr.count("\n") == 1
-
-
 def test_usage_errors_exit_2(cli) -> None:
     assert cli("remap", "--no-such-option").exit_code == 2
     assert cli("prepare").exit_code == 2

@@ -29,7 +29,7 @@ from cityseg.config import (
     TrainConfig,
     UnknownPolicy,
 )
-from cityseg.errors import CitysegError, NotImplementedYetError
+from cityseg.errors import CitysegError
 
 app = typer.Typer(
     name="cityseg",
@@ -200,21 +200,6 @@ def demo(
         show_progress=not quiet,
         log=_note,
     )
-
-
-def _planned(name: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        raise NotImplementedYetError(
-            f"`cityseg {name}` is not available in cityseg {__version__} yet; "
-            "it is planned for an upcoming release"
-        )
-
-    command.__doc__ = f"(planned) {name.capitalize()} - not available in this release yet."
-    app.command(
-        name,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        add_help_option=False,
-    )(command)
 
 
 @app.command()
@@ -411,8 +396,53 @@ def predict(
         )
 
 
-for _name in ("serve",):
-    _planned(_name)
+@app.command()
+def serve(
+    model: Path | None = typer.Option(
+        None, help="Model bundle folder (default: the newest run's best/)."
+    ),
+    data: Path | None = typer.Option(
+        None, help="Prepared dataset to browse (default: data/cityscapes if it exists)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Bind address; 0.0.0.0 exposes it."),
+    port: int = typer.Option(5000, min=1, max=65535),
+    workers: int = typer.Option(1, min=1, help="Server processes (each loads the model)."),
+    project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
+    max_body_mb: float = typer.Option(20.0, min=0.001, help="Largest request body, MB."),
+    max_pixels: int = typer.Option(40_000_000, min=1, help="Largest image, pixels."),
+    max_queue: int = typer.Option(8, min=0, help="Inference requests queued before 503."),
+) -> None:
+    """Serve the prediction API (OpenAPI at /docs) and a web page to browse the dataset."""
+    import uvicorn
+
+    from cityseg.serve.app import SETTINGS_ENV, ServeSettings, create_app, settings_to_env
+
+    default_data = TRAIN.data
+    settings = ServeSettings(
+        model=model,
+        data=data if data is not None else (default_data if default_data.is_dir() else None),
+        project=project,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+        max_pixels=max_pixels,
+        max_queue=max_queue,
+    )
+    app_instance = create_app(settings)  # checks the model and data before binding
+    _note(f"serving on http://{host}:{port} (API docs at /docs); Ctrl-C stops")
+    if workers == 1:
+        uvicorn.run(
+            app_instance, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30
+        )
+        return
+    os.environ[SETTINGS_ENV] = settings_to_env(settings)
+    uvicorn.run(
+        "cityseg.serve.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
 
 
 def _note(message: str) -> None:
