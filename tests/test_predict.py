@@ -43,21 +43,8 @@ def scene(height: int, width: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cityseg.bundle import save_bundle
-    from cityseg.models import ModelSpec, build_model, card_fields
-
-    spec = ModelSpec(arch="pspnet", backbone="resnet18", height=48, width=96, weights="none")
-    card = {
-        **card_fields(spec),
-        "scheme": "categories",
-        "classes": NAMES,
-        "palette": PALETTE.tolist(),
-        "ignore_index": None,
-        "training": {"run": "tiny"},
-    }
-    folder = tmp_path_factory.mktemp("bundle") / "best"
-    return save_bundle(build_model(spec), folder, card)
+def bundle(tiny_bundle: Path) -> Path:
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,16 @@ and that is what lets `prepare` resume by skipping files that already exist.
 from __future__ import annotations
 
 import errno
+import glob as globlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from cityseg.errors import CitysegError, DiskFullError, UsageError
+from cityseg.errors import CitysegError, DataError, DiskFullError, UsageError
 
 
 @contextmanager
@@ -87,3 +88,36 @@ def check_output_plan(plan: Iterable[tuple[Path, Path]], verb: str) -> None:
                 f"{verb} them into separate folders"
             )
         seen[resolved] = source
+
+
+GLOB_CHARS = frozenset("*?[")
+
+
+def collect_inputs(
+    inputs: Sequence[Path], in_folder: Callable[[Path], bool], folder_hint: str
+) -> list[tuple[Path, Path]]:
+    """(file, its path relative to the output folder) for CLI inputs.
+
+    Folders contribute the files `in_folder` accepts, recursively, keeping sub-folders;
+    files and glob matches land flat. A path that is none of these is a one-line error
+    now, before any work starts. `folder_hint` says what an empty folder lacked.
+    """
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        if item.is_dir():
+            matches = sorted(p for p in item.rglob("*") if p.is_file() and in_folder(p))
+            if not matches:
+                raise DataError(f"no {folder_hint} under {item}")
+            found.extend((p, p.relative_to(item)) for p in matches)
+        elif item.is_file():
+            found.append((item, Path(item.name)))
+        elif GLOB_CHARS & set(str(item)):
+            files = sorted(
+                p for p in map(Path, globlib.glob(str(item), recursive=True)) if p.is_file()
+            )
+            if not files:
+                raise DataError(f"no files match {str(item)!r}")
+            found.extend((p, Path(p.name)) for p in files)
+        else:
+            raise DataError(f"{item} does not exist")
+    return found

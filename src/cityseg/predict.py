@@ -13,7 +13,6 @@ output is written atomically, so what was written stays whole whatever happens n
 
 from __future__ import annotations
 
-import glob as globlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from cityseg import images, labels
 from cityseg.bundle import read_card
 from cityseg.config import OutputFormat
 from cityseg.errors import DataError, UsageError
-from cityseg.fsutil import atomic_write_bytes, check_output_plan
+from cityseg.fsutil import atomic_write_bytes, check_output_plan, collect_inputs
 from cityseg.progress import track
 
 Log = Callable[[str], None]
@@ -34,7 +33,6 @@ Log = Callable[[str], None]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """What a directory input contributes (case-insensitive); files and globs are taken as given."""
 JPEG_SUFFIXES = (".jpg", ".jpeg")
-GLOB_CHARS = frozenset("*?[")
 CATEGORIES_SCHEME = "categories"
 DEFAULT_PROJECT = Path("runs/train")
 
@@ -73,27 +71,9 @@ def collect_images(inputs: Sequence[Path]) -> list[tuple[Path, Path]]:
     files and glob matches land flat in the output folder. A path that is neither is a
     one-line DataError now, before any model is loaded.
     """
-    found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        if item.is_dir():
-            matches = sorted(
-                p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
-            if not matches:
-                raise DataError(f"no PNG or JPEG files under {item}")
-            found.extend((p, p.relative_to(item)) for p in matches)
-        elif item.is_file():
-            found.append((item, Path(item.name)))
-        elif GLOB_CHARS & set(str(item)):
-            files = sorted(
-                p for p in (Path(m) for m in globlib.glob(str(item), recursive=True)) if p.is_file()
-            )
-            if not files:
-                raise DataError(f"no files match {str(item)!r}")
-            found.extend((p, Path(p.name)) for p in files)
-        else:
-            raise DataError(f"{item} does not exist")
-    return found
+    return collect_inputs(
+        inputs, lambda path: path.suffix.lower() in IMAGE_SUFFIXES, "PNG or JPEG files"
+    )
 
 
 def plan_jobs(inputs: Sequence[Path], output: Path, *, format: OutputFormat) -> list[PredictJob]:

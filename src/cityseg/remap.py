@@ -8,7 +8,6 @@ OpenCV's PNG codecs release the GIL.
 
 from __future__ import annotations
 
-import glob as globlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,9 @@ import numpy as np
 from cityseg import images, manifest
 from cityseg.config import UnknownPolicy, default_workers
 from cityseg.errors import DataError, UnknownLabelError, UsageError
-from cityseg.fsutil import check_output_plan
+from cityseg.fsutil import check_output_plan, collect_inputs
 from cityseg.progress import run_parallel
 from cityseg.schemes import Scheme
-
-GLOB_CHARS = frozenset("*?[")
 
 
 def remap_array(
@@ -104,24 +101,9 @@ def output_name(source: Path, scheme: Scheme) -> tuple[str, str]:
 
 def collect_sources(inputs: Sequence[Path], pattern: str) -> list[tuple[Path, Path]]:
     """(source file, path relative to the output folder) for every input file."""
-    found: list[tuple[Path, Path]] = []
-    for item in inputs:
-        if item.is_dir():
-            matches = sorted(p for p in item.rglob(pattern) if p.is_file())
-            if not matches:
-                raise DataError(f"no files matching {pattern!r} under {item} (see --glob)")
-            found.extend((p, p.relative_to(item)) for p in matches)
-        elif item.is_file():
-            found.append((item, Path(item.name)))
-        elif GLOB_CHARS & set(str(item)):
-            matches = sorted(Path(p) for p in globlib.glob(str(item), recursive=True))
-            files = [p for p in matches if p.is_file()]
-            if not files:
-                raise DataError(f"no files match {str(item)!r}")
-            found.extend((p, Path(p.name)) for p in files)
-        else:
-            raise DataError(f"{item} does not exist")
-    return found
+    return collect_inputs(
+        inputs, lambda path: path.match(pattern), f"files matching {pattern!r} (see --glob)"
+    )
 
 
 def plan_jobs(
