@@ -24,6 +24,7 @@ from cityseg.config import (
     PrepareConfig,
     RemapConfig,
     Schedule,
+    ServeConfig,
     Strategy,
     SyntheticConfig,
     TrainConfig,
@@ -46,6 +47,7 @@ REMAP = RemapConfig()
 PREPARE = PrepareConfig()
 SYNTHETIC = SyntheticConfig()
 TRAIN = TrainConfig()
+SERVE = ServeConfig()
 
 
 def _version(value: bool) -> None:
@@ -404,13 +406,17 @@ def serve(
     data: Path | None = typer.Option(
         None, help="Prepared dataset to browse (default: data/cityscapes if it exists)."
     ),
-    host: str = typer.Option("127.0.0.1", help="Bind address; 0.0.0.0 exposes it."),
-    port: int = typer.Option(5000, min=1, max=65535),
+    host: str = typer.Option(SERVE.host, help="Bind address; 0.0.0.0 exposes it."),
+    port: int = typer.Option(SERVE.port, min=1, max=65535),
     workers: int = typer.Option(1, min=1, help="Server processes (each loads the model)."),
     project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
-    max_body_mb: float = typer.Option(20.0, min=0.001, help="Largest request body, MB."),
-    max_pixels: int = typer.Option(40_000_000, min=1, help="Largest image, pixels."),
-    max_queue: int = typer.Option(8, min=0, help="Inference requests queued before 503."),
+    max_body_mb: float = typer.Option(
+        SERVE.max_body_bytes / 1024**2, min=0.001, help="Largest request body, MB."
+    ),
+    max_pixels: int = typer.Option(SERVE.max_pixels, min=1, help="Largest image, pixels."),
+    max_queue: int = typer.Option(
+        SERVE.max_queue, min=0, help="Inference requests queued before 503."
+    ),
 ) -> None:
     """Serve the prediction API (OpenAPI at /docs) and a web page to browse the dataset."""
     import uvicorn

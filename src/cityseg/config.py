@@ -134,3 +134,16 @@ class OutputFormat(str, Enum):
     labelids = "labelids"
     """Cityscapes labelIds (each category's representative id): what the official
     cityscapesScripts evaluator reads."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Defaults of `cityseg serve`; the app's ServeSettings takes its limits from here."""
+
+    host: str = "127.0.0.1"
+    """Loopback by default: exposing the server is an explicit `--host 0.0.0.0`."""
+    port: int = 5000
+    max_body_bytes: int = 20 * 1024**2
+    max_pixels: int = 40_000_000
+    max_queue: int = 8
+    """Inference requests waiting or running before the next gets 503."""

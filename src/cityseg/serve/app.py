@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityseg import images
 from cityseg.bundle import read_card
-from cityseg.config import OutputFormat
+from cityseg.config import OutputFormat, ServeConfig
 from cityseg.errors import CitysegError, DataError
 from cityseg.inference import DEFAULT_PROJECT, newest_bundle
 from cityseg.manifest import SPLITS, read_manifest
@@ -68,6 +68,9 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}}}
 T = TypeVar("T")
 
 
+SERVE = ServeConfig()
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """Everything the server needs; the CLI fills it from its options."""
@@ -77,9 +80,9 @@ class ServeSettings:
     data: Path | None = None
     """A prepared dataset; None: the /api/images endpoints answer 404."""
     project: Path = DEFAULT_PROJECT
-    max_body_bytes: int = 20 * 1024**2
-    max_pixels: int = 40_000_000
-    max_queue: int = 8
+    max_body_bytes: int = SERVE.max_body_bytes
+    max_pixels: int = SERVE.max_pixels
+    max_queue: int = SERVE.max_queue
     """Inference requests waiting or running before the next gets 503."""
 
 
