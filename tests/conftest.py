@@ -81,3 +81,40 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     folder = tmp_path_factory.mktemp("bundle") / "best"
     return save_bundle(build_model(spec), folder, card)
+
+
+TRAIN_SIZE = (64, 128)
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough synthetic scenes for a tiny model to learn something in a few epochs."""
+    root = tmp_path_factory.mktemp("train-data")
+    spec = SyntheticSpec(height=TRAIN_SIZE[0], width=TRAIN_SIZE[1], images_per_city=6, seed=1)
+    raw = write_raw_dataset(root / "raw", spec)
+    prepare_dataset(raw.root, root / "ds", verify=False, show_progress=False, val_ratio=0.2)
+    return root / "ds"
+
+
+@pytest.fixture(scope="session")
+def trained_run(train_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished FPN-EfficientNetB0 run on `train_data` (its best/ has really learnt)."""
+    from cityseg.config import TrainConfig
+    from cityseg.train import train
+
+    config = TrainConfig(
+        data=train_data,
+        project=tmp_path_factory.mktemp("runs"),
+        arch="fpn",
+        backbone="efficientnetb0",
+        weights="none",
+        height=TRAIN_SIZE[0],
+        width=TRAIN_SIZE[1],
+        epochs=14,  # confident enough that int8 export keeps its answers (test_export)
+        batch=4,
+        lr=3e-3,
+        aug="none",
+        patience=0,
+        name="learn",
+    )
+    return train(config, log=lambda m: None).run_dir

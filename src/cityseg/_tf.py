@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,28 +22,42 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence Python and C++ output (fd 1 and 2) for the duration of the block."""
+def quiet() -> Iterator[None]:
+    """Hold back Python and C++ output (fd 1 and 2) for the duration of the block.
+
+    TensorFlow's import, converters and interpreters print pages of native logs. They are
+    captured rather than discarded: if the block fails, they are written out after all,
+    as they may say why.
+    """
     if os.environ.get("CITYSEG_DEBUG", "") not in ("", "0"):
         yield
         return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-        os.dup2(devnull, 2)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in (*saved, devnull):
-            os.close(fd)
+    with tempfile.TemporaryFile() as capture:
+        try:
+            os.dup2(capture.fileno(), 1)
+            os.dup2(capture.fileno(), 2)
+            with (
+                contextlib.redirect_stdout(io.StringIO()),
+                contextlib.redirect_stderr(io.StringIO()) as python_err,
+            ):
+                try:
+                    yield
+                except BaseException:
+                    capture.write(python_err.getvalue().encode(errors="replace"))
+                    capture.seek(0)
+                    os.write(saved[1], capture.read()[-20000:])
+                    raise
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
-with _quiet():
+with quiet():
     import tensorflow as tf
 
     tf.get_logger().setLevel("ERROR")
@@ -51,4 +66,4 @@ with _quiet():
 
 keras = tf.keras
 
-__all__ = ["tf", "keras", "sm", "GPUS"]
+__all__ = ["tf", "keras", "sm", "GPUS", "quiet"]

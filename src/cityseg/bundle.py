@@ -39,11 +39,23 @@ class Bundle:
 
 
 def sha256_of(path: Path) -> str:
+    """A file's SHA-256; a folder's (a SavedModel) covers every file's name and content."""
     digest = hashlib.sha256()
+    if path.is_dir():
+        for item in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{item.relative_to(path).as_posix()}\0{sha256_of(item)}\n".encode())
+        return digest.hexdigest()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def size_of(path: Path) -> int:
+    """Bytes of a file, or of every file in a folder."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
 
 
 def save_bundle(
@@ -52,23 +64,42 @@ def save_bundle(
     card: dict[str, Any],
     extras: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write `folder` whole or not at all: build it beside, then swap it into place.
+    """Write the weights and card to `folder` whole or not at all (see `write_model_folder`).
 
     `extras(staging_folder)` may add files (a run's optimizer state) to the same swap.
+    """
+
+    def write_weights(staging: Path) -> str:
+        save_model_weights(model, staging / WEIGHTS_NAME)
+        return WEIGHTS_NAME
+
+    return write_model_folder(folder, card, write_weights, extras)
+
+
+def write_model_folder(
+    folder: Path,
+    card: dict[str, Any],
+    write_artefact: Callable[[Path], str],
+    extras: Callable[[Path], None] | None = None,
+) -> Path:
+    """Build a model folder beside `folder`, then swap it into place.
+
+    A crash or Ctrl-C mid-write leaves the previous folder (or none), never a card whose
+    artefact is half written. `write_artefact(staging)` writes the weights (or an exported
+    model) and returns its name, which the card records with its size and SHA-256.
     """
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        weights = staging / WEIGHTS_NAME
-        save_model_weights(model, weights)
+        artefact = staging / write_artefact(staging)
         full_card = {
             "format_version": FORMAT_VERSION,
             "cityseg_version": __version__,
             **card,
             "weights": {
-                "file": WEIGHTS_NAME,
-                "sha256": sha256_of(weights),
-                "bytes": weights.stat().st_size,
+                "file": artefact.name,
+                "sha256": sha256_of(artefact),
+                "bytes": size_of(artefact),
             },
         }
         atomic_write_json(staging / CARD_NAME, full_card)
@@ -100,8 +131,8 @@ def save_model_weights(model: keras.Model, path: Path) -> None:
 
 
 def read_card(path: Path) -> tuple[Path, dict[str, Any]]:
-    """(bundle folder, card) for a bundle folder or its cityseg.json."""
-    folder = path.parent if path.name == CARD_NAME else path
+    """(model folder, card) for a model folder, its cityseg.json or the file it describes."""
+    folder = path.parent if path.is_file() else path
     card_path = folder / CARD_NAME
     if not folder.exists():
         raise CitysegError(f"no model bundle at {path}")
@@ -124,9 +155,9 @@ def verified_weights(folder: Path, card: dict[str, Any]) -> Path:
     info = card.get("weights") or {}
     name = str(info.get("file", WEIGHTS_NAME))
     weights = folder / Path(name).name  # the card never points outside its folder
-    if not weights.is_file():
+    if not weights.exists():
         raise DataError(f"{folder} has no weights file {weights.name}; the bundle is incomplete")
-    if weights.stat().st_size != info.get("bytes") or sha256_of(weights) != info.get("sha256"):
+    if size_of(weights) != info.get("bytes") or sha256_of(weights) != info.get("sha256"):
         raise DataError(
             f"{weights} does not match the SHA-256 in {CARD_NAME}: the bundle is truncated or "
             "was modified; re-export or re-train it"

@@ -18,6 +18,7 @@ from rich.table import Table
 from cityseg import __version__
 from cityseg.config import (
     TTA,
+    ExportFormat,
     Optimizer,
     OutputFormat,
     Precision,
@@ -48,6 +49,9 @@ PREPARE = PrepareConfig()
 SYNTHETIC = SyntheticConfig()
 TRAIN = TrainConfig()
 SERVE = ServeConfig()
+MODEL_HELP = (
+    "A bundle or export folder, or its model.tflite / model.onnx (default: the newest run's best/)."
+)
 
 
 def _version(value: bool) -> None:
@@ -98,11 +102,19 @@ def prepare(
     verify: bool = typer.Option(
         PREPARE.verify, "--verify/--no-verify", help="Check the zips' checksums."
     ),
+    size: list[str] | None = typer.Option(
+        None,
+        "--size",
+        help="Also store copies at this training HEIGHTxWIDTH (repeatable or a comma list): "
+        "`train --size` at that size then skips decoding full-size PNGs.",
+        show_default=False,
+    ),
     workers: int | None = typer.Option(None, min=1, help="Parallel workers (default: CPUs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Turn the official Cityscapes zips into a train-ready dataset with a manifest."""
     from cityseg.prepare import prepare_dataset
+    from cityseg.sized import parse_sizes
 
     report = prepare_dataset(
         raw,
@@ -112,6 +124,7 @@ def prepare(
         limit=limit,
         fraction=fraction,
         verify=verify,
+        sizes=parse_sizes(size or []),
         workers=workers,
         show_progress=not quiet,
         log=_note,
@@ -125,6 +138,9 @@ def prepare(
     for row in report.splits:
         table.add_row(row.split, str(row.cities), str(row.images), _human_bytes(row.bytes))
     out.print(table)
+    for name, schemes in report.sized.items():
+        where = escape(str(output / "sized" / name))
+        out.print(f"training-size copies {name} ({', '.join(schemes)} masks): {where}")
     out.print(f"manifest: {escape(str(output / 'manifest.json'))}")
 
 
@@ -294,9 +310,7 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Path | None = typer.Option(
-        None, help="Model bundle folder (default: the newest run's best/)."
-    ),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
     data: Path = typer.Option(TRAIN.data, help="Prepared dataset."),
     split: str = typer.Option("test", help="train, val or test."),
     predictions: Path | None = typer.Option(
@@ -361,9 +375,7 @@ def predict(
     output: Path = typer.Option(
         ..., "--output", "-o", help="Output folder, or a .png file for a single input."
     ),
-    model: Path | None = typer.Option(
-        None, help="Model bundle folder (default: the newest run's best/)."
-    ),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
     project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
     format: OutputFormat = typer.Option(OutputFormat.colour, help="What to write."),
     alpha: float = typer.Option(0.5, help="Overlay opacity of the mask, 0..1."),
@@ -400,9 +412,7 @@ def predict(
 
 @app.command()
 def serve(
-    model: Path | None = typer.Option(
-        None, help="Model bundle folder (default: the newest run's best/)."
-    ),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
     data: Path | None = typer.Option(
         None, help="Prepared dataset to browse (default: data/cityscapes if it exists)."
     ),
@@ -449,6 +459,141 @@ def serve(
         log_level="warning",
         timeout_graceful_shutdown=30,
     )
+
+
+@app.command()
+def export(
+    formats: list[ExportFormat] = typer.Option(
+        ..., "--format", "-f", help="What to export to; repeat for several."
+    ),
+    model: Path | None = typer.Option(
+        None, help="Keras bundle folder (default: the newest run's best/)."
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Export folder (for several formats: their parent; default: the run's export/).",
+    ),
+    data: Path = typer.Option(TRAIN.data, help="Prepared dataset (calibration and parity)."),
+    size: str | None = typer.Option(None, help="Input HEIGHTxWIDTH (default: the bundle's)."),
+    calib: int = typer.Option(
+        100, min=1, help="Training images to calibrate int8 on (tflite-int8)."
+    ),
+    parity: int = typer.Option(
+        20, min=0, help="Validation images for the parity report; 0 skips it."
+    ),
+    project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
+) -> None:
+    """Export a bundle to SavedModel, TFLite (fp32/fp16/int8) or ONNX, with a parity report."""
+    from cityseg.export import EXPORT_NAME, export_model
+    from cityseg.inference import newest_bundle
+    from cityseg.train import parse_size
+
+    if model is None:
+        model = newest_bundle(project)
+        _note(f"model: {model} (the newest run's best; choose another with --model)")
+    reports = export_model(
+        model,
+        [f.value for f in formats],
+        output,
+        data=data,
+        size=parse_size(size) if size else None,
+        calib=calib,
+        parity=parity,
+        log=_note,
+    )
+    for report in reports:
+        out.print(
+            f"[green]Exported {report.format}[/] ({_human_bytes(report.bytes)}, "
+            f"{report.record['size_ratio']:.2f}x the Keras weights) to "
+            f"{escape(str(report.folder))}"
+        )
+    results = [(r.format, r.record["parity"]) for r in reports if r.record["parity"]]
+    if not results:
+        return
+    first = results[0][1]
+    table = Table(
+        title=f"parity on {first['images']} val images: Keras mIoU "
+        f"{first['miou']['keras']:.4f}, p50 {first['latency_ms']['keras']['p50']:.1f} ms"
+    )
+    for column in ("format", "agreement", "mIoU", "drop", "p50 ms", "speed-up", "parity"):
+        table.add_column(column, justify="left" if column == "format" else "right")
+    for fmt, result in results:
+        table.add_row(
+            fmt,
+            f"{result['pixel_agreement']:.4f}",
+            f"{result['miou']['export']:.4f}",
+            f"{result['miou']['drop']:+.4f}",
+            f"{result['latency_ms']['export']['p50']:.1f}",
+            f"{result['speedup_p50']:.2f}x",
+            "[green]passed[/]" if result["passed"] else "[yellow]FAILED[/]",
+        )
+    out.print(table)
+    needs = "; ".join(
+        f"{fmt} agreement >= {r['tolerance']['min_pixel_agreement']}, drop <= "
+        f"{r['tolerance']['max_miou_drop']}"
+        for fmt, r in results
+    )
+    _note(f"parity needs: {needs}. The full reports: each folder's {EXPORT_NAME}")
+
+
+@app.command()
+def benchmark(
+    model: list[Path] | None = typer.Option(
+        None, help="Models to time, repeatable (default: the newest run's best/)."
+    ),
+    size: str | None = typer.Option(None, help="Input HEIGHTxWIDTH (default: the model's)."),
+    runs: int = typer.Option(30, min=1, help="Timed calls per runtime."),
+    batch: int = typer.Option(1, min=1, help="Images per call."),
+    exports: bool = typer.Option(True, help="Also time each bundle's exports (run/export/*)."),
+    json_out: Path | None = typer.Option(
+        None, "--json", help="Write the results as JSON to this file; - prints only the JSON."
+    ),
+    project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
+) -> None:
+    """Time each runtime (Keras, TFLite, ONNX) on this machine; FLOPs and parameters."""
+    import json
+
+    from cityseg.benchmark import benchmark_models
+    from cityseg.fsutil import atomic_write_json
+    from cityseg.inference import newest_bundle
+    from cityseg.train import parse_size
+
+    models = list(model or [newest_bundle(project)])
+    result = benchmark_models(
+        models,
+        size=parse_size(size) if size else None,
+        runs=runs,
+        batch=batch,
+        include_exports=exports,
+        log=_note,
+    )
+    if json_out == Path("-"):
+        out.print_json(json.dumps(result))
+        return
+    height, width = result["input_size"]
+    table = Table(
+        title=f"{height}x{width}, batch {batch}, {runs} runs, {result['threads']} CPU threads"
+    )
+    for column in ("format", "size", "p50 ms", "p95 ms", "images/s", "model"):
+        table.add_column(column, justify="left" if column in ("format", "model") else "right")
+    for row in result["results"]:
+        table.add_row(
+            row["format"],
+            _human_bytes(row["bytes"]),
+            f"{row['latency_ms']['p50']:.1f}",
+            f"{row['latency_ms']['p95']:.1f}",
+            f"{row['images_per_second']:.1f}",
+            escape(row["model"]),
+        )
+    out.print(table)
+    if result["keras"]:
+        compute = result["keras"]
+        out.print(f"Keras model: {compute['parameters']:,} parameters, {compute['gflops']} GFLOPs")
+    if json_out is not None:
+        atomic_write_json(json_out, result)
+        _note(f"written: {json_out}")
 
 
 def _note(message: str) -> None:

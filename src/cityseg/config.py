@@ -42,6 +42,8 @@ class PrepareConfig:
     fraction: float | None = None
     verify: bool = True
     scheme: str = "categories"
+    sizes: tuple[tuple[int, int], ...] = ()
+    """Training sizes (H, W) to store copies at, beside the full-size files (`--size`)."""
     max_member_bytes: int = 256 * 1024 * 1024
     """A Cityscapes PNG is at most a few MB; anything this large in a zip is not one."""
     max_compression_ratio: int = 200
@@ -134,6 +136,22 @@ class OutputFormat(str, Enum):
     labelids = "labelids"
     """Cityscapes labelIds (each category's representative id): what the official
     cityscapesScripts evaluator reads."""
+
+
+class ExportFormat(str, Enum):
+    """What `cityseg export` writes (see docs/deploy.md for which to pick)."""
+
+    savedmodel = "savedmodel"
+    """TensorFlow SavedModel: TF Serving, or TF in another language."""
+    tflite = "tflite"
+    """TFLite, float32: the reference for the smaller TFLite variants."""
+    tflite_fp16 = "tflite-fp16"
+    """TFLite with float16 weights: half the size, same speed on a CPU."""
+    tflite_int8 = "tflite-int8"
+    """TFLite, int8 weights and activations calibrated on training images: smallest and
+    fastest on CPUs and edge boards."""
+    onnx = "onnx"
+    """ONNX (opset 17) via tf2onnx, for onnxruntime, TensorRT and others."""
 
 
 @dataclass(frozen=True)

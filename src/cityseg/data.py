@@ -7,6 +7,8 @@ split's size), PNGs are read and decoded in parallel by TensorFlow's own threads
 to the training size with OpenCV (bilinear image, nearest mask so class ids stay exact),
 optionally cached, augmented with albumentations, both through `tf.numpy_function` on
 uint8 arrays, then batched and prefetched so the accelerator never waits for the CPU.
+When `cityseg prepare --size` stored copies at the training size (`cityseg.sized`), the
+pipeline reads those instead: the same pixels, without decoding full-size PNGs.
 
 Images leave the pipeline as float32 RGB in 0..255: normalisation belongs to the model,
 so a saved model bundle carries it and `predict` cannot forget it.
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from cityseg import manifest as manifest_lib
 from cityseg.config import default_workers
 from cityseg.errors import DataError, UsageError
 from cityseg.images import read_mask
@@ -226,17 +229,23 @@ def _scheme_name(manifest: dict[str, Any], scheme: str) -> str:
     return get_scheme(scheme).name
 
 
-def split_entries(root: Path, split: str, scheme: str) -> list[dict[str, Any]]:
+def split_entries(
+    root: Path, split: str, scheme: str, size: tuple[int, int] | None = None
+) -> list[dict[str, Any]]:
     """The split's manifest entries, checked up front: a missing file or scheme found
     mid-epoch would surface as a TensorFlow traceback an hour into training.
 
     Each entry comes back with a `mask` key, its mask path for `scheme`, so callers need
-    not resolve the scheme's name again.
+    not resolve the scheme's name again. With a training `size` (H, W) that `prepare
+    --size` recorded with `scheme`'s masks, `image` and `mask` point at those copies and
+    `sized` is True; otherwise they are the full-size files and `sized` is False.
     """
-    return _resolve(Path(root), split, scheme)[1]
+    return _resolve(Path(root), split, scheme, size)[1]
 
 
-def _resolve(root: Path, split: str, scheme: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _resolve(
+    root: Path, split: str, scheme: str, size: tuple[int, int] | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the manifest's record of the scheme plus its `name`, the split's entries)."""
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
@@ -254,7 +263,10 @@ def _resolve(root: Path, split: str, scheme: str) -> tuple[dict[str, Any], list[
             f"{root} has no {name!r} masks for the {split} split; "
             f"run `cityseg remap {root} --scheme {scheme}` first"
         )
-    entries = [{**e, "mask": e["masks"][name]} for e in entries]
+    entries = [{**e, "mask": e["masks"][name], "sized": False} for e in entries]
+    copies = None if size is None else manifest_lib.sized_record(manifest, *size)
+    if copies is not None and name in copies.get("masks", {}):
+        entries = [_sized_entry(e, copies, name) for e in entries]
     for entry in entries:
         for relative in (entry["image"], entry["mask"]):
             if not (root / relative).is_file():
@@ -263,6 +275,54 @@ def _resolve(root: Path, split: str, scheme: str) -> tuple[dict[str, Any], list[
                     "re-run `cityseg prepare` to restore it"
                 )
     return {**record, "name": name}, entries
+
+
+def _sized_entry(entry: dict[str, Any], record: dict[str, Any], scheme: str) -> dict[str, Any]:
+    mask = manifest_lib.sized_mask(record, entry["key"], scheme)
+    return {
+        **entry,
+        "image": manifest_lib.sized_image(record, entry["key"]),
+        "mask": mask,
+        "sized": True,
+    }
+
+
+MUCH_SMALLER = 4
+"""Stored pixels per training pixel from which the `prepare --size` tip is shown: at 4
+(2048x1024 -> 1024x512) decoding the full-size PNGs is most of the input's CPU."""
+
+
+def input_note(root: Path, split: str, config: DataConfig) -> str:
+    """One line for the training log: which files feed training, and a tip when full-size
+    PNGs are decoded only to be shrunk a lot (the input's main cost on a small CPU)."""
+    root = Path(root)
+    entries = split_entries(root, split, config.scheme, (config.height, config.width))
+    size = f"{config.height}x{config.width}"
+    if entries[0]["sized"]:
+        folder = Path(entries[0]["image"]).parent.parent.as_posix()
+        return f"input: {size} copies written by `cityseg prepare --size` ({root / folder})"
+    note = f"input: full-size files, resized to {size} on the fly"
+    stored = _png_size(root / entries[0]["image"])
+    if stored is not None:
+        note = f"input: full-size {stored[0]}x{stored[1]} files, resized to {size} on the fly"
+        if stored[0] * stored[1] >= MUCH_SMALLER * config.height * config.width:
+            note += (
+                f"; tip: `cityseg prepare RAW --size {size}` makes training input "
+                "several times cheaper"
+            )
+    return note
+
+
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(height, width) from a PNG's header, without decoding it; None if not a PNG."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(24)
+    except OSError:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
 def steps_per_epoch(root: Path, split: str, config: DataConfig, *, training: bool = True) -> int:
@@ -352,7 +412,7 @@ def make_dataset(root: Path, split: str, config: DataConfig, *, training: bool) 
     from cityseg._tf import tf
 
     root = Path(root)
-    entries = split_entries(root, split, config.scheme)
+    entries = split_entries(root, split, config.scheme, (config.height, config.width))
     if training and len(entries) < config.batch_size:
         raise UsageError(
             f"the {split} split has {len(entries)} images, fewer than the batch size "

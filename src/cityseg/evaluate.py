@@ -184,7 +184,7 @@ def evaluate(
         card = predictor.card
         scheme = scheme or str(card.get("scheme") or OFFICIAL_SCHEME)
         default_name = _run_name(predictor)
-        source = {"kind": "model", "model": str(predictor.bundle.path), "card": _card_summary(card)}
+        source = {"kind": "model", "model": str(predictor.path), "card": _card_summary(card)}
     else:
         if not predictions.is_dir():
             raise DataError(f"--predictions {predictions} is not a folder")
@@ -323,13 +323,15 @@ def _official_skip_note(scheme: str) -> str:
 
 
 def _run_name(predictor: Predictor) -> str:
-    """The training run's name from the card, else the bundle folder's (parent's) name."""
+    """The training run's name from the card (else the bundle folder's, or its parent's
+    for best/ and last/), with the export format for an exported model."""
     training = predictor.card.get("training")
     run = training.get("run") if isinstance(training, dict) else None
-    if run:
-        return str(run)
-    path = predictor.bundle.path
-    return path.parent.name if path.name in ("best", "last") and path.parent.name else path.name
+    path = predictor.path
+    if not run:
+        run = path.parent.name if path.name in ("best", "last") and path.parent.name else path.name
+    fmt = predictor.model.format
+    return str(run) if fmt == "keras" else f"{run}-{fmt}"
 
 
 def _card_summary(card: dict[str, Any]) -> dict[str, Any]:

@@ -10,16 +10,17 @@ smoother and more accurate at edges than upsampling the class ids.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
-from cityseg.bundle import CARD_NAME, Bundle, load_bundle
+from cityseg.bundle import CARD_NAME
 from cityseg.data import resize_image
 from cityseg.errors import CitysegError
+from cityseg.runtimes import LoadedModel, Runtime, open_model
 
 Log = Callable[[str], None]
 DEFAULT_PROJECT = Path("runs/train")
@@ -54,13 +55,20 @@ def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarr
 
 @dataclass
 class Predictor:
-    bundle: Bundle
+    model: LoadedModel
     tta_flip: bool = False
-    _call: Any = field(default=None, repr=False)
 
     @property
     def card(self) -> dict[str, Any]:
-        return self.bundle.card
+        return self.model.card
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.model.runtime
 
     @property
     def classes(self) -> list[str]:
@@ -74,14 +82,6 @@ class Predictor:
     def input_size(self) -> tuple[int, int]:
         return int(self.card["height"]), int(self.card["width"])
 
-    def _model_call(self, batch: np.ndarray) -> np.ndarray:
-        if self._call is None:
-            from cityseg._tf import tf
-
-            model = self.bundle.model
-            self._call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        return np.asarray(self._call(batch))
-
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class probabilities (H, W, C) at each RGB uint8 image's own size."""
         if not images:
@@ -89,9 +89,9 @@ class Predictor:
         height, width = self.input_size
         batch = np.stack([resize_image(image, height, width) for image in images])
         batch = batch.astype(np.float32)
-        probs = self._model_call(batch)
+        probs = self.runtime(batch)
         if self.tta_flip:
-            flipped = self._model_call(batch[:, :, ::-1].copy())
+            flipped = self.runtime(batch[:, :, ::-1].copy())
             probs = (probs + flipped[:, :, ::-1]) / 2.0
         return [
             resize_probabilities(p, image.shape[0], image.shape[1])
@@ -110,10 +110,8 @@ def load_predictor(
     tta_flip: bool = False,
     log: Log = lambda message: None,
 ) -> Predictor:
-    """A predictor for `model` (a bundle folder), or for the newest run's best bundle."""
-    from cityseg.models import build_from_card
-
+    """A predictor for `model` (a bundle or an export), or for the newest run's best bundle."""
     if model is None:
         model = newest_bundle(project)
         log(f"model: {model} (the newest run's best; choose another with --model)")
-    return Predictor(load_bundle(model, build_from_card), tta_flip=tta_flip)
+    return Predictor(open_model(model), tta_flip=tta_flip)

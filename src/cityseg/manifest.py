@@ -47,3 +47,38 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
 def iter_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """All entries of all splits, in split order."""
     return [entry for split in SPLITS for entry in manifest["splits"].get(split, [])]
+
+
+# ----------------------------------------------------------------------------- sized copies
+# A top-level "sized" record lists the training-size copies `cityseg prepare --size` wrote:
+#   "sized": {"512x1024": {"height": 512, "width": 1024,
+#                          "images": "sized/512x1024/images",
+#                          "masks": {"categories": "sized/512x1024/masks/categories"}}}
+# with one `<key>.png` per entry of every split in each folder. The record is optional, so
+# manifests written before it existed read as datasets without copies.
+
+SIZED = "sized"
+
+
+def size_name(height: int, width: int) -> str:
+    """HxW, the way `--size` spells it, so a record's name is what the user typed."""
+    return f"{height}x{width}"
+
+
+def sized_records(index: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = index.get(SIZED, {})
+    return records
+
+
+def sized_record(index: dict[str, Any], height: int, width: int) -> dict[str, Any] | None:
+    return sized_records(index).get(size_name(height, width))
+
+
+def sized_image(record: dict[str, Any], key: str) -> str:
+    return f"{record['images']}/{key}.png"
+
+
+def sized_mask(record: dict[str, Any], key: str, scheme: str) -> str | None:
+    """The copy of `key`'s `scheme` mask, or None when this size holds no such masks."""
+    folder = record.get("masks", {}).get(scheme)
+    return None if folder is None else f"{folder}/{key}.png"

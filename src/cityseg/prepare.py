@@ -4,6 +4,7 @@ The split follows how the earlier projects evaluated: the original val becomes `
 (the original test has no public labels), and the original train is divided into
 `train` and `val` by whole cities, so no street appears on both sides. Files are written
 atomically and skipped when present, so an interrupted run resumes where it stopped.
+With `sizes`, training-size copies are written as well (see `cityseg.sized`).
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import random
 import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cityseg import __version__, images, manifest
+from cityseg import __version__, images, manifest, sized
 from cityseg.config import PrepareConfig, default_workers
 from cityseg.errors import DataError, DiskFullError, UsageError
 from cityseg.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_parts
@@ -64,6 +65,8 @@ class PrepareReport:
     output: Path
     up_to_date: bool
     splits: list[SplitSummary]
+    sized: dict[str, list[str]] = field(default_factory=dict)
+    """Each recorded training size ("512x1024") and the schemes it holds masks of."""
 
 
 def prepare_dataset(
@@ -76,11 +79,16 @@ def prepare_dataset(
     fraction: float | None = DEFAULTS.fraction,
     verify: bool = DEFAULTS.verify,
     scheme_name: str = DEFAULTS.scheme,
+    sizes: Sequence[tuple[int, int]] = DEFAULTS.sizes,
     workers: int | None = None,
     show_progress: bool = True,
     log: Log = lambda message: None,
 ) -> PrepareReport:
-    """Prepare `output` from the packages in `raw`; see the module docstring for the split."""
+    """Prepare `output` from the packages in `raw`; see the module docstring for the split.
+
+    `sizes` adds training-size copies; sizes recorded by an earlier run are kept, so a
+    re-run without `sizes` neither drops nor rewrites them.
+    """
     _check_options(val_ratio, limit, fraction)
     if not raw.exists():
         raise DataError(f"{raw} does not exist; point prepare at the folder holding the zips")
@@ -104,12 +112,15 @@ def prepare_dataset(
     }
     options = {"val_ratio": val_ratio, "seed": seed, "limit": limit, "fraction": fraction}
     planned = build_manifest(splits, source, options, scheme)
+    _keep_remapped_schemes(output, previous, planned)
+    sized.record_sizes(planned, _merge_sizes(sized.recorded_sizes(previous), sizes))
     if (
         previous is not None
         and _same_dataset(previous, planned)
         and _files_present(output, planned)
+        and sized.copies_present(output, planned)
     ):
-        return PrepareReport(output, True, summarise(output, planned))
+        return PrepareReport(output, True, summarise(output, planned), _sized_summary(planned))
 
     _claim_output(output, source)
     selected = [pair for items in splits.values() for pair in items]
@@ -122,8 +133,42 @@ def prepare_dataset(
         workers=workers,
         show_progress=show_progress,
     )
+    copies = sized.plan_copies(output, planned)
+    sized.write_copies(copies, workers=workers, show_progress=show_progress)
     manifest.write_manifest(output, planned)
-    return PrepareReport(output, False, summarise(output, planned))
+    return PrepareReport(output, False, summarise(output, planned), _sized_summary(planned))
+
+
+def _keep_remapped_schemes(
+    output: Path, previous: dict[str, Any] | None, planned: dict[str, Any]
+) -> None:
+    """Carry over schemes `cityseg remap` added whose masks exist for every planned entry,
+    so a re-run (to add `--size`, say) neither forgets them nor lacks their copies."""
+    if previous is None:
+        return
+    recorded = {entry["key"]: entry.get("masks", {}) for entry in manifest.iter_entries(previous)}
+    entries = manifest.iter_entries(planned)
+    for name, record in previous.get("schemes", {}).items():
+        if name in planned["schemes"]:
+            continue
+        paths = [recorded.get(entry["key"], {}).get(name) for entry in entries]
+        if all(path is not None and (output / path).is_file() for path in paths):
+            planned["schemes"][name] = record
+            for entry, path in zip(entries, paths, strict=True):
+                entry["masks"][name] = path
+
+
+def _merge_sizes(
+    recorded: Sequence[tuple[int, int]], requested: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    return [*recorded, *(size for size in requested if size not in recorded)]
+
+
+def _sized_summary(planned: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        name: sorted(record.get("masks", {}))
+        for name, record in manifest.sized_records(planned).items()
+    }
 
 
 def _check_options(val_ratio: float, limit: int | None, fraction: float | None) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cityseg import images, manifest
+from cityseg import images, manifest, sized
 from cityseg.config import UnknownPolicy, default_workers
 from cityseg.errors import DataError, UnknownLabelError, UsageError
 from cityseg.fsutil import check_output_plan, collect_inputs
@@ -146,7 +146,13 @@ def remap_dataset(
     workers: int | None = None,
     show_progress: bool = True,
 ) -> RemapReport:
-    """Add (or refresh) `masks/<scheme>/` in a prepared dataset and record it in the manifest."""
+    """Add (or refresh) `masks/<scheme>/` in a prepared dataset and record it in the manifest.
+
+    Training-size copies (`prepare --size`) get the scheme's masks too, resized from the
+    new full-size masks, so training at a recorded size keeps reading copies whatever
+    the scheme; they are rewritten, not skipped, since a refresh may change every mask.
+    """
+
     index = manifest.read_manifest(root)
     entries = manifest.iter_entries(index)
     mask_dir = Path("masks") / scheme.name
@@ -159,6 +165,11 @@ def remap_dataset(
         )
         entry.setdefault("masks", {})[scheme.name] = relative.as_posix()
     run_jobs(jobs, scheme, unknown=unknown, workers=workers, show_progress=show_progress)
+    sized.record_scheme(index, scheme.name)
+    copies = sized.plan_copies(
+        root, index, schemes=[scheme.name], with_images=False, overwrite=True
+    )
+    sized.write_copies(copies, workers=workers, show_progress=show_progress)
     index.setdefault("schemes", {})[scheme.name] = scheme.to_manifest()
     manifest.write_manifest(root, index)
     return RemapReport(written=len(jobs), scheme=scheme.name, output=root / mask_dir, dataset=True)

@@ -198,6 +198,7 @@ def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) 
         scheme=config.scheme,
     )
     train_data = data_lib.make_dataset(config.data, "train", data_config, training=True)
+    log(data_lib.input_note(config.data, "train", data_config))
     has_val = bool(index["splits"].get("val"))
     val_data = (
         data_lib.make_dataset(config.data, "val", data_config, training=False) if has_val else None

@@ -48,6 +48,7 @@ from cityseg.inference import DEFAULT_PROJECT, newest_bundle
 from cityseg.manifest import SPLITS, read_manifest
 from cityseg.metrics import confusion_matrix, scores_from_confusion
 from cityseg.predict import render
+from cityseg.runtimes import model_format
 
 if TYPE_CHECKING:
     from cityseg.inference import Predictor
@@ -461,6 +462,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "input_size": {"height": card.get("height"), "width": card.get("width")},
             "training": card.get("training"),
             "model": bundle_path.name if bundle_path.name != "best" else bundle_path.parent.name,
+            "format": model_format(card),
             "ready": state.ready,
             "dataset": state.dataset is not None,
             "splits": list(state.dataset.by_split) if state.dataset is not None else [],
