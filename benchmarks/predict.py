@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cityseg import labels
-from cityseg.bundle import Bundle
 from cityseg.data import resize_image
 from cityseg.images import colourise, decode_image, encode_png
 from cityseg.inference import Predictor, resize_probabilities
-from cityseg.models import ModelSpec, build_model, card_fields
+from cityseg.models import ModelSpec, build_model, categories_card
+from cityseg.runtimes import KerasRuntime, LoadedModel
 from cityseg.synthetic import draw_scene
 
 STAGES = ("decode", "pre-process", "model", "post-process", "encode")
@@ -45,13 +44,8 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def make_predictor(arch: str, backbone: str, height: int, width: int) -> Predictor:
     spec = ModelSpec(arch=arch, backbone=backbone, height=height, width=width, weights="none")
-    card = {
-        **card_fields(spec),
-        "scheme": "categories",
-        "classes": list(labels.CATEGORY_NAMES),
-        "palette": labels.CATEGORY_PALETTE.tolist(),
-    }
-    return Predictor(Bundle(Path("."), card, build_model(spec)))
+    model = LoadedModel(Path("."), categories_card(spec), KerasRuntime(build_model(spec)))
+    return Predictor(model)
 
 
 def one_image(predictor: Predictor, data: bytes) -> dict[str, float]:

@@ -52,12 +52,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from cityseg import labels
 from cityseg.bundle import save_bundle
 from cityseg.config import OutputFormat
 from cityseg.images import decode_image, encode_png
 from cityseg.inference import load_predictor
-from cityseg.models import ModelSpec, build_model, card_fields
+from cityseg.models import ModelSpec, build_model, categories_card
 from cityseg.predict import render
 from cityseg.synthetic import draw_scene
 
@@ -72,14 +71,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def tiny_bundle(folder: Path) -> Path:
     """An untrained 8-category bundle, built from library calls (no download)."""
     spec = ModelSpec(arch="pspnet", backbone="resnet18", height=48, width=96, weights="none")
-    card = {
-        **card_fields(spec),
-        "scheme": "categories",
-        "classes": list(labels.CATEGORY_NAMES),
-        "palette": labels.CATEGORY_PALETTE.tolist(),
-        "ignore_index": None,
-        "training": {"run": "benchmark", "best": {}},
-    }
+    card = categories_card(spec, run="benchmark")
     return save_bundle(build_model(spec), folder / "best", card)
 
 

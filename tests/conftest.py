@@ -66,19 +66,11 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, raw_dataset: RawDataset) 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, untrained 8-category bundle that is quick to build (PSPNet-ResNet18, 48x96)."""
-    from cityseg import labels
     from cityseg.bundle import save_bundle
-    from cityseg.models import ModelSpec, build_model, card_fields
+    from cityseg.models import ModelSpec, build_model, categories_card
 
     spec = ModelSpec(arch="pspnet", backbone="resnet18", height=48, width=96, weights="none")
-    card = {
-        **card_fields(spec),
-        "scheme": "categories",
-        "classes": list(labels.CATEGORY_NAMES),
-        "palette": labels.CATEGORY_PALETTE.tolist(),
-        "ignore_index": None,
-        "training": {"run": "tiny", "best": {"val_miou": 0.5}},
-    }
+    card = {**categories_card(spec), "training": {"run": "tiny", "best": {"val_miou": 0.5}}}
     folder = tmp_path_factory.mktemp("bundle") / "best"
     return save_bundle(build_model(spec), folder, card)
 

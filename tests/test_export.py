@@ -15,7 +15,7 @@ from cityseg.errors import CitysegError, UsageError
 from cityseg.images import read_image, read_mask
 from cityseg.manifest import read_manifest
 from cityseg.runtimes import EXPORT_FORMATS
-from test_serve import wait_ready
+from serving import wait_ready
 
 pytestmark = pytest.mark.slow
 

@@ -31,6 +31,7 @@ from cityseg.images import decode_image, decode_mask, encode_png
 from cityseg.serve import ServeSettings, create_app
 from cityseg.serve.app import ServeState, check_image, jpeg_size, png_size
 from cityseg.synthetic import draw_scene
+from serving import serving, wait_ready
 
 NAMES = list(labels.CATEGORY_NAMES)
 
@@ -65,16 +66,6 @@ def upload(
 ) -> dict[str, tuple[str, bytes, str]]:
     """The multipart `files` of a POST /predict (the declared name and type are not trusted)."""
     return {"image": (name, data, kind)}
-
-
-def wait_ready(client: TestClient | httpx.Client, timeout: float = 120.0) -> None:
-    """The model loads on a background thread; poll /readyz as an orchestrator would."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
-            return
-        time.sleep(0.1)
-    raise AssertionError("server never became ready")
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -361,51 +352,21 @@ def test_fuzz_get_never_5xx(client: TestClient, image_id: str, part: str, split:
 # --------------------------------------------------------------------------- real HTTP
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_uvicorn_over_real_http(bundle: Path) -> None:
-    import uvicorn
-
-    port = _free_port()
-    app = create_app(ServeSettings(model=bundle))
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if http.get("/livez").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            wait_ready(http)
-            response = http.post("/predict", files=upload(scene_png(20, 30)))
-            assert response.status_code == 200, response.text
-            assert decode_image(response.content, "http").shape == (20, 30, 3)
-            big = http.post(
-                "/predict", content=b"x" * (21 * 1024**2), headers={"content-type": "x/y"}
-            )
-            assert big.status_code == 413
-    finally:
-        server.should_exit = True
-        thread.join(15)
-    assert not thread.is_alive()
+    with (
+        serving(create_app(ServeSettings(model=bundle))) as base,
+        httpx.Client(base_url=base, timeout=30) as http,
+    ):
+        response = http.post("/predict", files=upload(scene_png(20, 30)))
+        assert response.status_code == 200, response.text
+        assert decode_image(response.content, "http").shape == (20, 30, 3)
+        big = http.post("/predict", content=b"x" * (21 * 1024**2), headers={"content-type": "x/y"})
+        assert big.status_code == 413
 
 
 def test_cityseg_serve_as_a_process(bundle: Path, prepared: Path, tmp_path: Path) -> None:
     """The real command on a free 127.0.0.1 port: ready, predicts, stops on SIGTERM."""
     import signal
-    import socket
     import subprocess
     import sys
     import time

@@ -16,20 +16,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 
-import httpx
 import pytest
-from fastapi import FastAPI
 
 from cityseg import labels
 from cityseg.serve import ServeSettings, create_app
-from test_serve import _free_port, wait_ready
+from serving import serving
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next((path for name in BROWSERS if (path := shutil.which(name))), None)
@@ -43,36 +38,6 @@ pytestmark = [
         BROWSER is None, reason=f"no Chromium/Chrome on PATH (looked for {', '.join(BROWSERS)})"
     ),
 ]
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """`app` under a real uvicorn on a free 127.0.0.1 port; yields the base URL once ready."""
-    import uvicorn
-
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base, timeout=30) as http:
-            deadline = time.monotonic() + 30
-            while thread.is_alive():  # until the socket listens
-                try:
-                    http.get("/livez")
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            wait_ready(http)
-        yield base
-    finally:
-        server.should_exit = True
-        thread.join(15)
 
 
 def chromium(url: str, profile: Path, *extra: str, timeout: float = 120) -> str:

@@ -245,6 +245,24 @@ def card_fields(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def categories_card(spec: ModelSpec, run: str = "untrained") -> dict[str, Any]:
+    """A complete card for `spec` predicting the 8 official categories, before training.
+
+    For models whose weights do not matter: tests, speed benchmarks (weights do not
+    change speed) and serving smoke checks.
+    """
+    from cityseg import labels
+
+    return {
+        **card_fields(spec),
+        "scheme": "categories",
+        "classes": list(labels.CATEGORY_NAMES),
+        "palette": labels.CATEGORY_PALETTE.tolist(),
+        "ignore_index": None,
+        "training": {"run": run, "best": {}},
+    }
+
+
 def spec_from_card(
     card: dict[str, Any], *, height: int | None = None, width: int | None = None
 ) -> ModelSpec:
