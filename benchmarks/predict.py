@@ -64,7 +64,7 @@ def one_image(predictor: Predictor, data: bytes) -> dict[str, float]:
         "pre-process",
         lambda: np.stack([resize_image(image, height, width)]).astype(np.float32),
     )
-    probs: np.ndarray = stage("model", lambda: predictor._model_call(batch))  # type: ignore[assignment]
+    probs: np.ndarray = stage("model", lambda: predictor.runtime(batch))  # type: ignore[assignment]
     palette = predictor.palette
     colour: np.ndarray = stage(  # type: ignore[assignment]
         "post-process",
