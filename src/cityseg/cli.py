@@ -487,14 +487,11 @@ def export(
 ) -> None:
     """Export a bundle to SavedModel, TFLite (fp32/fp16/int8) or ONNX, with a parity report."""
     from cityseg.export import EXPORT_NAME, export_model
-    from cityseg.inference import newest_bundle
+    from cityseg.inference import resolve_model
     from cityseg.train import parse_size
 
-    if model is None:
-        model = newest_bundle(project)
-        _note(f"model: {model} (the newest run's best; choose another with --model)")
     reports = export_model(
-        model,
+        resolve_model(model, project, _note),
         [f.value for f in formats],
         output,
         data=data,

@@ -37,6 +37,15 @@ def newest_bundle(project: Path = DEFAULT_PROJECT) -> Path:
     return max(candidates, key=lambda p: (p / CARD_NAME).stat().st_mtime)
 
 
+def resolve_model(model: Path | None, project: Path, log: Log) -> Path:
+    """`model`, or the newest run's best bundle, saying so since the user did not choose it."""
+    if model is not None:
+        return model
+    found = newest_bundle(project)
+    log(f"model: {found} (the newest run's best; choose another with --model)")
+    return found
+
+
 def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear per class; OpenCV takes a limited channel count at once, so chunk."""
     if probs.shape[:2] == (height, width):
@@ -111,7 +120,4 @@ def load_predictor(
     log: Log = lambda message: None,
 ) -> Predictor:
     """A predictor for `model` (a bundle or an export), or for the newest run's best bundle."""
-    if model is None:
-        model = newest_bundle(project)
-        log(f"model: {model} (the newest run's best; choose another with --model)")
-    return Predictor(open_model(model), tta_flip=tta_flip)
+    return Predictor(open_model(resolve_model(model, project, log)), tta_flip=tta_flip)

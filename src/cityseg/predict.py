@@ -271,17 +271,6 @@ def encode(array: np.ndarray, suffix: str) -> bytes:
 # --------------------------------------------------------------------------- pipeline
 
 
-def resolve_model(model: Path | None, project: Path, log: Log) -> Path:
-    """The bundle folder to use; says which when it was not given."""
-    if model is not None:
-        return model
-    from cityseg.inference import newest_bundle
-
-    found = newest_bundle(project)
-    log(f"model: {found} (the newest run's best; choose another with --model)")
-    return found
-
-
 def _decode(job: PredictJob) -> _Decoded:
     try:
         return _Decoded(
@@ -324,6 +313,8 @@ def predict_paths(
     check_alpha(alpha)
     jobs = plan_jobs(inputs, output, format=format)
 
+    from cityseg.inference import load_predictor, resolve_model
+
     bundle_path = resolve_model(model, project, log)
     _, card = read_card(bundle_path)
     if format is OutputFormat.labelids and card.get("scheme") != CATEGORIES_SCHEME:
@@ -333,8 +324,6 @@ def predict_paths(
         )
     if legend and format in (OutputFormat.ids, OutputFormat.labelids):
         log(f"note: --legend is ignored for --format {format.value} (it would corrupt the ids)")
-
-    from cityseg.inference import load_predictor
 
     predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip, log=log)
     palette, class_names = predictor.palette, predictor.classes
