@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cityseg.errors import CitysegError
-from cityseg.inference import newest_bundle, resize_probabilities
+from cityseg.inference import labels_at, newest_bundle, resize_probabilities
 
 
 def fake_bundle(run: Path, mtime: int) -> Path:
@@ -41,3 +41,19 @@ def test_resize_probabilities_keeps_channels_and_mass(channels: int) -> None:
     assert out.shape == (12, 20, channels) and out.dtype == np.float32
     np.testing.assert_allclose(out.sum(-1), 1.0, atol=1e-5)
     assert resize_probabilities(probs, 6, 10) is probs
+
+
+@pytest.mark.parametrize(
+    ("channels", "size"), [(1, (12, 20)), (8, (12, 20)), (19, (6, 10)), (8, (4, 7))]
+)
+def test_labels_at_is_the_argmax_of_the_resized_probabilities(
+    channels: int, size: tuple[int, int]
+) -> None:
+    rng = np.random.default_rng(channels)
+    probs = rng.random((6, 10, channels)).astype(np.float32)
+    probs[0, :, :] = 0.25  # exact ties on a row: argmax takes the lowest class id
+    expected = resize_probabilities(probs, *size).argmax(axis=-1).astype(np.uint8)
+    labels = labels_at(probs, *size)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_array_equal(labels_at(probs, 6, 10), probs.argmax(axis=-1))

@@ -278,13 +278,15 @@ def test_body_limit(bundle: Path) -> None:
 
 
 def test_busy_server_answers_503(bundle: Path) -> None:
-    """max_queue=1: one request blocked on the model lock fills the queue deterministically."""
+    """max_queue=1: one request waiting behind a blocked model thread fills the queue."""
     app = create_app(ServeSettings(model=bundle, max_queue=1))
     state = _state(app)
     with TestClient(app) as client:
         wait_ready(client)
         results: list[int] = []
-        state.lock.acquire()
+        gate = threading.Event()
+        assert state.model_thread is not None
+        state.model_thread.submit(gate.wait, 60)
         try:
             first = threading.Thread(
                 target=lambda: results.append(
@@ -301,7 +303,7 @@ def test_busy_server_answers_503(bundle: Path) -> None:
             assert busy.headers["retry-after"] == "1"
             assert "busy" in busy.json()["detail"]
         finally:
-            state.lock.release()
+            gate.set()
         first.join(30)
         assert results == [200]
         assert state.in_flight == 0

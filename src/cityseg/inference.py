@@ -62,6 +62,32 @@ def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarr
     return np.concatenate(parts, axis=-1)
 
 
+def labels_at(probs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`resize_probabilities(...).argmax(-1)` as uint8, one class plane at a time.
+
+    numpy's argmax over a short last axis pays per pixel (~3 ms for 8 classes at 256x512,
+    6x the resize); a running maximum over whole planes is vectorised and never holds
+    all the full-size probabilities at once. Ties go to the lower class id, as argmax.
+    """
+    labels = np.zeros((height, width), dtype=np.uint8)
+    best = _plane_at(probs, 0, height, width)
+    for class_id in range(1, probs.shape[-1]):
+        plane = _plane_at(probs, class_id, height, width)
+        # Classes come in increasing order, so a winning class id is above every label
+        # so far: a maximum sets it, ~20x cheaper than a masked write.
+        better = np.greater(plane, best).view(np.uint8)
+        np.maximum(labels, better * np.uint8(class_id), out=labels)
+        np.maximum(best, plane, out=best)
+    return labels
+
+
+def _plane_at(probs: np.ndarray, class_id: int, height: int, width: int) -> np.ndarray:
+    plane = np.ascontiguousarray(probs[..., class_id])
+    if plane.shape == (height, width):
+        return plane.copy() if class_id == 0 else plane
+    return cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
 @dataclass
 class Predictor:
     model: LoadedModel
@@ -95,6 +121,22 @@ class Predictor:
         """Class probabilities (H, W, C) at each RGB uint8 image's own size."""
         if not images:
             return []
+        return [
+            resize_probabilities(p, image.shape[0], image.shape[1])
+            for p, image in zip(self._model_probabilities(images), images, strict=True)
+        ]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class-id masks (uint8, H x W) at each image's own size."""
+        if not images:
+            return []
+        return [
+            labels_at(p, image.shape[0], image.shape[1])
+            for p, image in zip(self._model_probabilities(images), images, strict=True)
+        ]
+
+    def _model_probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities at the model's input size, (N, h, w, C)."""
         height, width = self.input_size
         batch = np.stack([resize_image(image, height, width) for image in images])
         batch = batch.astype(np.float32)
@@ -102,14 +144,7 @@ class Predictor:
         if self.tta_flip:
             flipped = self.runtime(batch[:, :, ::-1].copy())
             probs = (probs + flipped[:, :, ::-1]) / 2.0
-        return [
-            resize_probabilities(p, image.shape[0], image.shape[1])
-            for p, image in zip(probs, images, strict=True)
-        ]
-
-    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Class-id masks (uint8, H x W) at each image's own size."""
-        return [p.argmax(axis=-1).astype(np.uint8) for p in self.probabilities(images)]
+        return probs
 
 
 def load_predictor(

@@ -28,6 +28,7 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
@@ -263,7 +264,7 @@ class _Dataset:
 
 @dataclass
 class ServeState:
-    """What the endpoints share: the predictor, its lock and the in-flight count."""
+    """What the endpoints share: the predictor, its model thread and the in-flight count."""
 
     settings: ServeSettings
     bundle_path: Path
@@ -272,8 +273,14 @@ class ServeState:
     predictor: Predictor | None = None
     ready: bool = False
     error: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    """Held around every model call: TF is not re-entered from two threads."""
+    model_thread: ThreadPoolExecutor | None = None
+    """Runs every model call, one at a time and in arrival order; started by the lifespan.
+
+    One thread rather than a lock around the call: a released lock may be taken again by
+    the thread that just dropped it, so under load some requests wait several turns and
+    the p95 latency grows. A FIFO queue serves requests in the order they came. It also
+    keeps a TFLite interpreter on the thread that built it.
+    """
     in_flight: int = 0
     """Inference requests waiting or running; touched only on the event loop."""
     cache: OrderedDict[int, np.ndarray] = field(default_factory=OrderedDict)
@@ -292,13 +299,12 @@ class ServeState:
         return str(self.card.get("scheme") or CATEGORIES_SCHEME)
 
     def load(self) -> None:
-        """Load and warm the model (on a background thread); failures are kept for /readyz."""
+        """Load and warm the model (on the model thread); failures are kept for /readyz."""
         try:
             from cityseg.inference import load_predictor
 
             predictor = load_predictor(self.bundle_path, project=self.settings.project)
-            with self.lock:
-                predictor.predict([np.zeros((*WARMUP_SIZE, 3), dtype=np.uint8)])
+            predictor.predict([np.zeros((*WARMUP_SIZE, 3), dtype=np.uint8)])
             self.predictor = predictor
             self.ready = True
             logger.info("model %s loaded and warm", self.bundle_path)
@@ -307,10 +313,10 @@ class ServeState:
             logger.error("model %s failed to load: %s", self.bundle_path, self.error)
 
     def predict_one(self, image: np.ndarray) -> np.ndarray:
-        """One class-id mask; called on a worker thread, the lock serialises TF."""
-        assert self.predictor is not None
-        with self.lock:
-            return self.predictor.predict([image])[0]
+        """One class-id mask; called on a worker thread, which waits for its model turn."""
+        predictor, model_thread = self.predictor, self.model_thread
+        assert predictor is not None and model_thread is not None
+        return model_thread.submit(predictor.predict, [image]).result()[0]
 
     async def infer(self, work: Callable[[], T]) -> T:
         """Run `work` on a worker thread if the model is ready and the queue has room."""
@@ -414,9 +420,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        thread = threading.Thread(target=state.load, name="cityseg-model-load", daemon=True)
-        thread.start()
-        yield
+        state.model_thread = ThreadPoolExecutor(1, thread_name_prefix="cityseg-model")
+        state.model_thread.submit(state.load)
+        try:
+            yield
+        finally:
+            # In-flight requests have finished by now (uvicorn drains them first); a load
+            # still under way is not waited for.
+            state.ready = False
+            state.model_thread.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="cityseg",
