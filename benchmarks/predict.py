@@ -7,7 +7,7 @@ by cityseg.synthetic, one image per call, split into the stages predict runs:
     decode        PNG bytes -> RGB uint8                     (images.decode_image)
     pre-process   resize to the model's size + float32 batch (data.resize_image)
     model         the compiled forward pass                  (Predictor's tf.function)
-    post-process  probabilities -> input size, argmax, colourise
+    post-process  probabilities -> input size, argmax, colourise (inference.labels_at)
     encode        colour mask -> PNG bytes                   (images.encode_png)
 
 Each configuration is warmed up first (tracing and first-call allocation are not per-image
@@ -29,7 +29,7 @@ import numpy as np
 
 from cityseg.data import resize_image
 from cityseg.images import colourise, decode_image, encode_png
-from cityseg.inference import Predictor, resize_probabilities
+from cityseg.inference import Predictor, labels_at
 from cityseg.models import ModelSpec, build_model, categories_card
 from cityseg.runtimes import KerasRuntime, LoadedModel
 from cityseg.synthetic import draw_scene
@@ -68,12 +68,7 @@ def one_image(predictor: Predictor, data: bytes) -> dict[str, float]:
     palette = predictor.palette
     colour: np.ndarray = stage(  # type: ignore[assignment]
         "post-process",
-        lambda: colourise(
-            resize_probabilities(probs[0], image.shape[0], image.shape[1])
-            .argmax(axis=-1)
-            .astype(np.uint8),
-            palette,
-        ),
+        lambda: colourise(labels_at(probs[0], image.shape[0], image.shape[1]), palette),
     )
     stage("encode", lambda: encode_png(colour, rgb=True))
     return times
