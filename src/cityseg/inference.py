@@ -119,20 +119,21 @@ class Predictor:
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class probabilities (H, W, C) at each RGB uint8 image's own size."""
-        if not images:
-            return []
-        return [
-            resize_probabilities(p, image.shape[0], image.shape[1])
-            for p, image in zip(self._model_probabilities(images), images, strict=True)
-        ]
+        return self._at_image_sizes(images, resize_probabilities)
 
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class-id masks (uint8, H x W) at each image's own size."""
+        return self._at_image_sizes(images, labels_at)
+
+    def _at_image_sizes(
+        self, images: Sequence[np.ndarray], finish: Callable[[np.ndarray, int, int], np.ndarray]
+    ) -> list[np.ndarray]:
+        """One model call for the batch, then `finish(probs, height, width)` per image."""
         if not images:
             return []
         return [
-            labels_at(p, image.shape[0], image.shape[1])
-            for p, image in zip(self._model_probabilities(images), images, strict=True)
+            finish(probs, image.shape[0], image.shape[1])
+            for probs, image in zip(self._model_probabilities(images), images, strict=True)
         ]
 
     def _model_probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
