@@ -425,8 +425,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
         try:
             yield
         finally:
-            # In-flight requests have finished by now (uvicorn drains them first); a load
-            # still under way is not waited for.
+            # In-flight requests have finished by now (uvicorn drains them first). A load
+            # still under way is not cancelled mid-call: the interpreter lets it end
+            # before the process exits.
             state.ready = False
             state.model_thread.shutdown(wait=False, cancel_futures=True)
 
