@@ -78,14 +78,21 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TRAIN_SIZE = (64, 128)
 
 
+def _prepared_scenes(root: Path, *, images_per_city: int, seed: int, val_ratio: float) -> Path:
+    """A prepared dataset of synthetic scenes at the test models' training size."""
+    spec = SyntheticSpec(
+        height=TRAIN_SIZE[0], width=TRAIN_SIZE[1], images_per_city=images_per_city, seed=seed
+    )
+    raw = write_raw_dataset(root / "raw", spec)
+    prepare_dataset(raw.root, root / "ds", verify=False, show_progress=False, val_ratio=val_ratio)
+    return root / "ds"
+
+
 @pytest.fixture(scope="session")
 def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Enough synthetic scenes for a tiny model to learn something in a few epochs."""
     root = tmp_path_factory.mktemp("train-data")
-    spec = SyntheticSpec(height=TRAIN_SIZE[0], width=TRAIN_SIZE[1], images_per_city=6, seed=1)
-    raw = write_raw_dataset(root / "raw", spec)
-    prepare_dataset(raw.root, root / "ds", verify=False, show_progress=False, val_ratio=0.2)
-    return root / "ds"
+    return _prepared_scenes(root, images_per_city=6, seed=1, val_ratio=0.2)
 
 
 @pytest.fixture(scope="session")
@@ -93,14 +100,11 @@ def parity_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Fresh scenes from the same generator, 24 of them in val, for export parity.
 
     `train_data` has 6 val images: on so few 64x128 images a handful of pixels moves a
-    class's IoU, and int8's mIoU drop swung 0.005-0.014 between training runs for that
-    reason alone; on these 24 it stays within +-0.002 (measured on three runs).
+    class's IoU, and int8's mIoU drop on them swung 0.005-0.014 between training runs;
+    on these 24 it stayed within +-0.002 over three training runs.
     """
     root = tmp_path_factory.mktemp("parity-data")
-    spec = SyntheticSpec(height=TRAIN_SIZE[0], width=TRAIN_SIZE[1], images_per_city=12, seed=7)
-    raw = write_raw_dataset(root / "raw", spec)
-    prepare_dataset(raw.root, root / "ds", verify=False, show_progress=False, val_ratio=0.5)
-    return root / "ds"
+    return _prepared_scenes(root, images_per_city=12, seed=7, val_ratio=0.5)
 
 
 @pytest.fixture(scope="session")
