@@ -14,7 +14,7 @@ import pytest
 
 from cityseg import labels
 from cityseg.errors import DataError, UsageError
-from cityseg.images import decode_mask, read_image, read_mask, write_rgb
+from cityseg.images import decode_mask, read_image, read_mask, write_mask, write_rgb
 from cityseg.predict import (
     OutputFormat,
     PredictReport,
@@ -256,3 +256,129 @@ def test_cli_writes_good_files_and_exits_1_for_a_corrupt_one(
     assert "1 input(s) could not be read" in result.stderr
     written = cv2.imread(str(tmp_path / "out" / "good.png"))
     assert written.shape == (40, 70, 3)
+
+
+# --------------------------------------------------------------------------- what inputs mean
+
+
+def test_empty_input_is_a_usage_error_not_the_current_folder(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli
+) -> None:
+    """`cityseg predict "$UNSET" -o mask.png` once predicted the whole working directory."""
+    monkeypatch.chdir(tmp_path)
+    write_rgb(tmp_path / "a.png", scene(48, 96, 1))
+    write_rgb(tmp_path / "sub" / "b.png", scene(48, 96, 2))
+    for blank in ("", "   "):
+        result = cli("predict", blank, "-o", "mask.png", "--model", bundle, "-q")
+        assert result.exit_code == 2, result.stderr
+        assert "empty" in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "mask.png").exists()
+    with pytest.raises(UsageError, match="empty"):
+        predict_paths(["a.png", ""], tmp_path / "out", model=bundle)
+    with pytest.raises(UsageError, match="empty"):
+        predict_paths(["a.png"], " ", model=bundle)
+
+
+def test_image_named_output_takes_exactly_one_image(
+    bundle: Path, photos: Path, tmp_path: Path, cli
+) -> None:
+    """`-o NAME.png` is a file, never a folder named like one."""
+    for name in ("masks.png", "masks.JPG", "masks.tif"):
+        with pytest.raises(UsageError, match="names one file but 3 images"):
+            run([photos], tmp_path / name, bundle)
+        assert not (tmp_path / name).exists()
+    with pytest.raises(UsageError, match="names one file but 2 images"):
+        run([photos / "a.png", photos / "sub" / "b.png"], tmp_path / "two.png", bundle)
+    result = cli("predict", photos, "-o", tmp_path / "m.png", "--model", bundle, "-q")
+    assert result.exit_code == 2 and "-o" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m.png").exists()
+
+    one = tmp_path / "one"
+    write_rgb(one / "only.png", scene(48, 96, 3))
+    report = run([one], tmp_path / "single.png", bundle)  # a folder of one image -> the file
+    assert report.written == [tmp_path / "single.png"] and (tmp_path / "single.png").is_file()
+    with pytest.raises(UsageError, match=r"writes \.png or \.jpg"):
+        run([one / "only.png"], tmp_path / "single.tif", bundle)
+
+
+def _fake_dataset(root: Path) -> None:
+    """The layout `prepare --size` writes, every file a colour PNG, so that only the folder
+    rule (not the grayscale one) can tell its labels from its images."""
+    (root / "manifest.json").parent.mkdir(parents=True, exist_ok=True)
+    (root / "manifest.json").write_text("{}")
+    for folder in ("images", "labelIds", "masks/categories"):
+        write_rgb(root / folder / "k.png", scene(32, 64, 8))
+    for folder in ("sized/32x64/images", "sized/32x64/masks/categories"):
+        write_rgb(root / folder / "k.png", scene(32, 64, 9))
+
+
+def test_folder_input_takes_photos_and_skips_labels_masks_and_outputs(
+    bundle: Path, tmp_path: Path
+) -> None:
+    import cv2
+
+    root = tmp_path / "work"
+    write_rgb(root / "aachen_000000_000019_leftImg8bit.png", scene(48, 96, 1))
+    cv2.imwrite(str(root / "street.jpg"), cv2.cvtColor(scene(48, 96, 2), cv2.COLOR_RGB2BGR))
+    write_mask(root / "aachen_000000_000019_gtFine_labelIds.png", np.zeros((48, 96), np.uint8))
+    write_rgb(root / "aachen_000000_000019_gtFine_color.png", scene(48, 96, 3))  # by name
+    write_rgb(root / "frame_colour.png", scene(48, 96, 3))  # remap's colour PNG, by name
+    write_mask(root / "plain.png", np.full((48, 96), 3, np.uint8))  # a grayscale mask
+    write_rgb(root / ".cache" / "thumb.png", scene(48, 96, 4))  # hidden
+    _fake_dataset(root / "data" / "cityscapes")
+    first = run([root / "street.jpg"], root / "earlier", bundle)  # an earlier output folder
+    assert (root / "earlier" / ".cityseg-predict.json").is_file()
+    assert first.written == [root / "earlier" / "street.png"]
+
+    messages: list[str] = []
+    report = run([root], tmp_path / "out", bundle, log=messages.append)
+    names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in report.written)
+    assert names == [
+        "aachen_000000_000019_leftImg8bit.png",
+        "data/cityscapes/images/k.png",
+        "data/cityscapes/sized/32x64/images/k.png",
+        "street.png",
+    ]
+    notes = [m for m in messages if m.startswith("note: folder inputs skipped")]
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert notes[0].startswith(
+        "note: folder inputs skipped 9: 1 hidden, 1 in cityseg predict output folders, "
+        "3 in prepared labelIds/ or masks/ folders, 3 named like labels"
+    )
+    assert "1 grayscale/palette mask PNGs" in notes[0]
+
+    # The -o folder itself is never read back, marked or not; named files are taken as given.
+    report = run([root], root / "earlier", bundle, log=messages.append)
+    assert (root / "earlier" / "street.png") in report.written
+    label = root / "aachen_000000_000019_gtFine_labelIds.png"
+    assert run([label], tmp_path / "label.png", bundle).written == [tmp_path / "label.png"]
+
+
+def test_folder_of_masks_only_says_what_it_skipped(bundle: Path, tmp_path: Path) -> None:
+    write_mask(tmp_path / "masks" / "a.png", np.zeros((8, 8), np.uint8))
+    write_mask(tmp_path / "masks" / "b_labelIds.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match=r"no PNG or JPEG photos \(skipped 2: 1 named like"):
+        run([tmp_path / "masks"], tmp_path / "out", bundle)
+
+
+def test_palette_pngs_in_folders_are_masks(bundle: Path, tmp_path: Path) -> None:
+    image_lib = pytest.importorskip("PIL.Image")
+    folder = tmp_path / "in"
+    write_rgb(folder / "photo.png", scene(48, 96, 5))
+    image_lib.fromarray(np.zeros((48, 96), np.uint8), mode="P").save(folder / "voc.png")
+    report = run([folder], tmp_path / "out", bundle)
+    assert [p.name for p in report.written] == ["photo.png"]
+
+
+def test_only_new_or_empty_output_folders_are_marked(bundle: Path, tmp_path: Path) -> None:
+    source = tmp_path / "x.png"
+    write_rgb(source, scene(48, 96, 6))
+    shared = tmp_path / "shared"
+    write_rgb(shared / "mine.png", scene(48, 96, 7))  # the user's own file: not our folder
+    run([source], shared, bundle)
+    assert not (shared / ".cityseg-predict.json").exists()
+    (tmp_path / "empty").mkdir()
+    run([source], tmp_path / "empty", bundle)
+    assert (tmp_path / "empty" / ".cityseg-predict.json").is_file()

@@ -308,10 +308,13 @@ def train(
     )
 
 
+DATA_HELP = f"Prepared dataset (default: the one the model's run trained on, else {TRAIN.data})."
+
+
 @app.command()
 def evaluate(
     model: Path | None = typer.Option(None, help=MODEL_HELP),
-    data: Path = typer.Option(TRAIN.data, help="Prepared dataset."),
+    data: Path | None = typer.Option(None, help=DATA_HELP, show_default=False),
     split: str = typer.Option("test", help="train, val or test."),
     predictions: Path | None = typer.Option(
         None, help="Score a folder of class-id PNGs named by key instead of a model."
@@ -327,10 +330,12 @@ def evaluate(
 ) -> None:
     """Score a model (or a folder of predictions), including the official Cityscapes IoU."""
     from cityseg.evaluate import evaluate as evaluate_run
+    from cityseg.runs import resolve_data
 
+    model = _evaluated_model(model, predictions)
     report = evaluate_run(
         model=model,
-        data=data,
+        data=resolve_data(data, model, _note),
         split=split,
         predictions=predictions,
         write_labelids=write_labelids,
@@ -360,20 +365,37 @@ def evaluate(
     out.print(f"written: {escape(str(report.out_dir))}")
 
 
+def _evaluated_model(model: Path | None, predictions: Path | None) -> Path | None:
+    """The model evaluate will run, resolved here so its run's dataset can be the default;
+    none when scoring --predictions, which must not pay for loading TensorFlow."""
+    if predictions is not None:
+        return model
+    from cityseg.inference import resolve_model
+
+    return resolve_model(model, TRAIN.project, _note)
+
+
 def _score(value: object) -> str:
     return "-" if value is None else f"{float(str(value)):.4f}"
 
 
 @app.command()
 def predict(
-    inputs: list[Path] = typer.Argument(
+    inputs: list[str] = typer.Argument(
         ...,
-        help="PNG/JPEG files, folders (searched recursively) or glob patterns.",
+        help="PNG/JPEG files or glob patterns (taken as given), or folders: searched "
+        "recursively for photos, skipping label/mask PNGs (named *_labelIds, *_color, "
+        "*_gtFine_*..., or grayscale/palette), a prepared dataset's labelIds/ and masks/, "
+        "cityseg predict outputs and hidden files.",
         show_default=False,
         metavar="INPUT...",
     ),
-    output: Path = typer.Option(
-        ..., "--output", "-o", help="Output folder, or a .png file for a single input."
+    output: str = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="Output folder, or a .png/.jpg file for exactly one input image.",
+        metavar="PATH",
     ),
     model: Path | None = typer.Option(None, help=MODEL_HELP),
     project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
@@ -400,9 +422,7 @@ def predict(
         show_progress=not quiet,
         log=_note,
     )
-    out.print(
-        f"[green]Wrote {len(report.written)} {format.value} mask(s)[/] to {escape(str(output))}"
-    )
+    out.print(f"[green]Wrote {len(report.written)} {format.value} mask(s)[/] to {escape(output)}")
     if report.failed:
         raise CitysegError(
             f"{len(report.failed)} input(s) could not be read (see the "
@@ -414,7 +434,10 @@ def predict(
 def serve(
     model: Path | None = typer.Option(None, help=MODEL_HELP),
     data: Path | None = typer.Option(
-        None, help="Prepared dataset to browse (default: data/cityscapes if it exists)."
+        None,
+        help="Prepared dataset to browse (default: the model's training run's, else "
+        f"{TRAIN.data}, if prepared; else none).",
+        show_default=False,
     ),
     host: str = typer.Option(SERVE.host, help="Bind address; 0.0.0.0 exposes it."),
     port: int = typer.Option(SERVE.port, min=1, max=65535),
@@ -431,12 +454,14 @@ def serve(
     """Serve the prediction API (OpenAPI at /docs) and a web page to browse the dataset."""
     import uvicorn
 
+    from cityseg.inference import resolve_model
+    from cityseg.runs import find_data
     from cityseg.serve.app import SETTINGS_ENV, ServeSettings, create_app, settings_to_env
 
-    default_data = TRAIN.data
+    model = resolve_model(model, project, _note)
     settings = ServeSettings(
         model=model,
-        data=data if data is not None else (default_data if default_data.is_dir() else None),
+        data=find_data(data, model, _note),
         project=project,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_pixels=max_pixels,
@@ -475,7 +500,9 @@ def export(
         "-o",
         help="Export folder (for several formats: their parent; default: the run's export/).",
     ),
-    data: Path = typer.Option(TRAIN.data, help="Prepared dataset (calibration and parity)."),
+    data: Path | None = typer.Option(
+        None, help=f"{DATA_HELP} For calibration and parity.", show_default=False
+    ),
     size: str | None = typer.Option(None, help="Input HEIGHTxWIDTH (default: the bundle's)."),
     calib: int = typer.Option(
         100, min=1, help="Training images to calibrate int8 on (tflite-int8)."
@@ -488,13 +515,15 @@ def export(
     """Export a bundle to SavedModel, TFLite (fp32/fp16/int8) or ONNX, with a parity report."""
     from cityseg.export import EXPORT_NAME, export_model
     from cityseg.inference import resolve_model
+    from cityseg.runs import resolve_data
     from cityseg.train import parse_size
 
+    bundle = resolve_model(model, project, _note)
     reports = export_model(
-        resolve_model(model, project, _note),
+        bundle,
         [f.value for f in formats],
         output,
-        data=data,
+        data=resolve_data(data, bundle, _note),
         size=parse_size(size) if size else None,
         calib=calib,
         parity=parity,

@@ -94,20 +94,24 @@ GLOB_CHARS = frozenset("*?[")
 
 
 def collect_inputs(
-    inputs: Sequence[Path], in_folder: Callable[[Path], bool], folder_hint: str
+    inputs: Sequence[Path],
+    in_folder: Callable[[Path], bool],
+    folder_hint: str | Callable[[Path], str],
 ) -> list[tuple[Path, Path]]:
     """(file, its path relative to the output folder) for CLI inputs.
 
     Folders contribute the files `in_folder` accepts, recursively, keeping sub-folders;
     files and glob matches land flat. A path that is none of these is a one-line error
-    now, before any work starts. `folder_hint` says what an empty folder lacked.
+    now, before any work starts. `folder_hint` says what an empty folder lacked; a
+    callable is asked after the search, so it can say what `in_folder` turned away.
     """
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         if item.is_dir():
             matches = sorted(p for p in item.rglob("*") if p.is_file() and in_folder(p))
             if not matches:
-                raise DataError(f"no {folder_hint} under {item}")
+                hint = folder_hint(item) if callable(folder_hint) else folder_hint
+                raise DataError(f"no {hint} under {item}")
             found.extend((p, p.relative_to(item)) for p in matches)
         elif item.is_file():
             found.append((item, Path(item.name)))
