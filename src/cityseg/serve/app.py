@@ -33,7 +33,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
@@ -50,6 +50,22 @@ from cityseg.manifest import SPLITS, read_manifest
 from cityseg.metrics import confusion_matrix, scores_from_confusion
 from cityseg.predict import render
 from cityseg.runtimes import model_format
+from cityseg.serve.schemas import (
+    PNG,
+    PNG_OK,
+    UPLOAD_TYPES,
+    Alive,
+    ImageItem,
+    ImageMetrics,
+    ImagePage,
+    InputSize,
+    Limits,
+    ModelInfo,
+    PredictionJson,
+    Ready,
+    Split,
+    errors,
+)
 
 if TYPE_CHECKING:
     from cityseg.inference import Predictor
@@ -57,7 +73,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("cityseg.serve")
 
 STATIC = Path(__file__).parent / "static"
-PNG = "image/png"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
 CATEGORIES_SCHEME = "categories"
@@ -65,7 +80,6 @@ PREDICTION_CACHE = 16
 """Dataset predictions kept, so the page's image/prediction/overlay/metrics calls for one
 id run the model once."""
 WARMUP_SIZE = (64, 128)
-PNG_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {PNG: {}}}}
 
 T = TypeVar("T")
 
@@ -225,7 +239,13 @@ def jpeg_size(data: bytes) -> tuple[int, int]:
 
 
 def check_image(data: bytes, max_pixels: int) -> None:
-    """Type from magic bytes and size from the header, before any pixel is decoded."""
+    """Type from magic bytes and size from the header, before any pixel is decoded.
+
+    An empty part breaks the schema's `minLength: 1`, so it is 422 like any other request
+    the schema rules out, not 415 (which says "these bytes are not an image type we take").
+    """
+    if not data:
+        raise HTTPException(422, "the image part is empty")
     kind = sniff(data)
     width, height = png_size(data) if kind == "png" else jpeg_size(data)
     if width == 0 or height == 0:
@@ -382,14 +402,31 @@ class ServeState:
         except DataError as exc:
             raise HTTPException(404, f"image {entry['id']}: {exc}") from exc
 
+    def scheme_info(self) -> dict[str, Any]:
+        """The dataset manifest's entry for the model's scheme ({} if it has none)."""
+        schemes = self.require_dataset().manifest.get("schemes") or {}
+        info: dict[str, Any] = schemes.get(self.scheme) or {}
+        return info
+
     def mask_palette(self) -> np.ndarray:
         """The dataset's palette for the scheme (falls back to the model's)."""
-        dataset = self.require_dataset()
-        scheme = (dataset.manifest.get("schemes") or {}).get(self.scheme) or {}
-        palette = scheme.get("palette")
+        palette = self.scheme_info().get("palette")
         if palette:
             return np.array(palette, dtype=np.uint8).reshape(-1, 3)
         return self.palette
+
+    def dataset_classes(self) -> list[str]:
+        """The dataset's class names for the scheme; 409 if they are not the model's."""
+        names = [str(c) for c in self.scheme_info().get("classes") or self.classes]
+        if names != self.classes:
+            raise HTTPException(
+                409, f"the model's classes {self.classes} differ from the dataset's {names}"
+            )
+        return names
+
+    def ignore_index(self) -> int | None:
+        value = self.scheme_info().get("ignore_index")
+        return None if value is None else int(value)
 
 
 def _png(array: np.ndarray) -> Response:
@@ -448,53 +485,94 @@ def create_app(settings: ServeSettings) -> FastAPI:
         logger.exception("unexpected error on %s", request.url.path)
         return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)
 
-    # ----------------------------------------------------------------- health
+    _health_routes(app, state)
+    _predict_route(app, state)
+    _dataset_routes(app, state)
+    _prediction_routes(app, state)
 
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    return app
+
+
+# --------------------------------------------------------------------------- routes
+# Each route lists in `responses=` exactly the error statuses it can answer, so the
+# OpenAPI schema is the whole contract (tests/test_serve_openapi.py holds it to that).
+
+
+def _health_routes(app: FastAPI, state: ServeState) -> None:
     @app.get("/livez", tags=["health"])
-    async def livez() -> dict[str, str]:
+    async def livez() -> Alive:
         """The process answers; says nothing about the model."""
-        return {"status": "alive"}
+        return Alive()
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], responses={200: {"model": Ready}, **errors(503)})
     async def readyz() -> JSONResponse:
         """200 once the model is loaded and warm; 503 before (or if loading failed)."""
         if state.ready:
-            return JSONResponse({"status": "ready"})
+            return JSONResponse(Ready().model_dump())
         detail = state.error or "model is still loading"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
     @app.get("/api/info", tags=["model"])
-    async def info() -> dict[str, Any]:
+    async def info() -> ModelInfo:
         """The model card's public part: what the model is and how it scored."""
-        return {
-            "arch": card.get("arch"),
-            "backbone": card.get("backbone"),
-            "scheme": state.scheme,
-            "classes": state.classes,
-            "palette": state.palette.tolist(),
-            "input_size": {"height": card.get("height"), "width": card.get("width")},
-            "training": card.get("training"),
-            "model": bundle_path.name if bundle_path.name != "best" else bundle_path.parent.name,
-            "format": model_format(card),
-            "ready": state.ready,
-            "dataset": state.dataset is not None,
-            "splits": list(state.dataset.by_split) if state.dataset is not None else [],
-            "limits": {
-                "max_body_bytes": settings.max_body_bytes,
-                "max_pixels": settings.max_pixels,
-                "max_queue": settings.max_queue,
-            },
-        }
+        card, settings, path = state.card, state.settings, state.bundle_path
+        return ModelInfo(
+            arch=card.get("arch"),
+            backbone=card.get("backbone"),
+            scheme=state.scheme,
+            classes=state.classes,
+            palette=state.palette.tolist(),
+            input_size=InputSize(height=card.get("height"), width=card.get("width")),
+            training=card.get("training"),
+            model=path.name if path.name != "best" else path.parent.name,
+            format=model_format(card),
+            ready=state.ready,
+            dataset=state.dataset is not None,
+            splits=list(state.dataset.by_split) if state.dataset is not None else [],
+            limits=Limits(
+                max_body_bytes=settings.max_body_bytes,
+                max_pixels=settings.max_pixels,
+                max_queue=settings.max_queue,
+            ),
+        )
 
-    # ----------------------------------------------------------------- predict
 
+PREDICT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": PredictionJson,
+        "description": "A PNG at the input's size (format colour, ids, overlay) or, for "
+        "format=json, the class shares and the id mask.",
+        "content": {PNG: {"schema": {"type": "string", "format": "binary"}}},
+    },
+    **errors(400, 413, 415, 422, 503),
+}
+PREDICT_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "content": {"multipart/form-data": {"encoding": {"image": {"contentType": UPLOAD_TYPES}}}}
+    }
+}
+"""The `image` part's media types: JSON Schema cannot say "a PNG", the encoding can."""
+
+UploadedImage = Annotated[
+    UploadFile,
+    File(
+        description="A PNG or JPEG image, judged by its bytes (415 otherwise). Its header may "
+        "declare at most --max-pixels pixels (413 otherwise).",
+        json_schema_extra={"minLength": 1},
+    ),
+]
+
+
+def _predict_route(app: FastAPI, state: ServeState) -> None:
     @app.post(
-        "/predict",
-        tags=["model"],
-        responses={200: {"content": {PNG: {}, "application/json": {}}}},
+        "/predict", tags=["model"], responses=PREDICT_RESPONSES, openapi_extra=PREDICT_OPENAPI
     )
     async def predict(
-        image: Annotated[UploadFile, File(description="a PNG or JPEG image")],
+        image: UploadedImage,
         format: Annotated[PredictFormat, Query()] = PredictFormat.colour,
         alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5,
         legend: bool = False,
@@ -505,22 +583,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         blended with the colour mask), json (class shares and the ids mask as base64 PNG).
         """
         data = await image.read()
-        check_image(data, settings.max_pixels)
+        check_image(data, state.settings.max_pixels)
 
         def work() -> Response:
             rgb = decode(data, "the uploaded image")
             mask = state.predict_one(rgb)
             if format is PredictFormat.json:
-                height, width = mask.shape
-                return JSONResponse(
-                    {
-                        "classes": state.classes,
-                        "width": int(width),
-                        "height": int(height),
-                        "share": _share(mask, state.classes),
-                        "mask_png_base64": base64.b64encode(images.encode_png(mask)).decode(),
-                    }
-                )
+                return JSONResponse(_prediction_json(mask, state.classes).model_dump())
             array = render(
                 rgb,
                 mask,
@@ -534,36 +603,42 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
         return await state.infer(work)
 
-    # ----------------------------------------------------------------- dataset
 
-    @app.get("/api/images", tags=["dataset"])
+def _prediction_json(mask: np.ndarray, classes: list[str]) -> PredictionJson:
+    height, width = mask.shape
+    return PredictionJson(
+        classes=classes,
+        width=int(width),
+        height=int(height),
+        share=_share(mask, classes),
+        mask_png_base64=base64.b64encode(images.encode_png(mask)).decode(),
+    )
+
+
+async def _read(fn: Callable[[], T]) -> T:
+    return await run_in_threadpool(fn)
+
+
+def _dataset_routes(app: FastAPI, state: ServeState) -> None:
+    @app.get("/api/images", tags=["dataset"], responses=errors(404, 422))
     async def list_images(
-        split: Literal["train", "val", "test"] = "test",
+        split: Split = "test",
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    ) -> dict[str, Any]:
+    ) -> ImagePage:
         """One page of a split's images (ids are what the other /api/images routes take)."""
         entries = state.require_dataset().by_split.get(split, [])
         page = entries[offset : offset + limit]
-        return {
-            "split": split,
-            "total": len(entries),
-            "offset": offset,
-            "limit": limit,
-            "items": [
-                {"id": int(e["id"]), "key": str(e["key"]), "city": str(e.get("city", ""))}
-                for e in page
-            ],
-        }
-
-    async def _read(fn: Callable[[], T]) -> T:
-        return await run_in_threadpool(fn)
+        items = [
+            ImageItem(id=int(e["id"]), key=str(e["key"]), city=str(e.get("city", ""))) for e in page
+        ]
+        return ImagePage(split=split, total=len(entries), offset=offset, limit=limit, items=items)
 
     @app.get(
         "/api/images/{image_id}/image",
         tags=["dataset"],
         response_class=Response,
-        responses=PNG_RESPONSE,
+        responses={**PNG_OK, **errors(404, 422)},
     )
     async def dataset_image(image_id: int) -> Response:
         """The photo itself."""
@@ -577,7 +652,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         "/api/images/{image_id}/mask",
         tags=["dataset"],
         response_class=Response,
-        responses=PNG_RESPONSE,
+        responses={**PNG_OK, **errors(404, 422)},
     )
     async def dataset_mask(image_id: int) -> Response:
         """The ground-truth mask of the model's scheme, coloured with the dataset's palette."""
@@ -586,37 +661,44 @@ def create_app(settings: ServeSettings) -> FastAPI:
             lambda: _png(images.colourise(state.read_entry_mask(entry), state.mask_palette()))
         )
 
-    def _predicted(image_id: int, entry: dict[str, Any]) -> Callable[[], tuple[Any, Any]]:
-        def work() -> tuple[np.ndarray, np.ndarray]:
-            rgb = state.read_entry_image(entry)
-            return rgb, state.dataset_prediction(image_id, rgb)
 
-        return work
+def _predicted(
+    state: ServeState, image_id: int, entry: dict[str, Any]
+) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    def work() -> tuple[np.ndarray, np.ndarray]:
+        rgb = state.read_entry_image(entry)
+        return rgb, state.dataset_prediction(image_id, rgb)
+
+    return work
+
+
+def _prediction_routes(app: FastAPI, state: ServeState) -> None:
+    png_responses = {**PNG_OK, **errors(404, 422, 503)}
 
     @app.get(
         "/api/images/{image_id}/prediction",
         tags=["dataset"],
         response_class=Response,
-        responses=PNG_RESPONSE,
+        responses=png_responses,
     )
     async def dataset_prediction(image_id: int) -> Response:
         """The model's colour mask for the image."""
         entry = state.entry(image_id)
-        _, mask = await state.infer(_predicted(image_id, entry))
+        _, mask = await state.infer(_predicted(state, image_id, entry))
         return _png(images.colourise(mask, state.palette))
 
     @app.get(
         "/api/images/{image_id}/overlay",
         tags=["dataset"],
         response_class=Response,
-        responses=PNG_RESPONSE,
+        responses=png_responses,
     )
     async def dataset_overlay(
         image_id: int, alpha: Annotated[float, Query(ge=0.0, le=1.0)] = 0.5
     ) -> Response:
         """The photo blended with the model's colour mask, with a legend."""
         entry = state.entry(image_id)
-        rgb, mask = await state.infer(_predicted(image_id, entry))
+        rgb, mask = await state.infer(_predicted(state, image_id, entry))
         array = render(
             rgb,
             mask,
@@ -628,41 +710,28 @@ def create_app(settings: ServeSettings) -> FastAPI:
         )
         return _png(array)
 
-    @app.get("/api/images/{image_id}/metrics", tags=["dataset"])
-    async def dataset_metrics(image_id: int) -> dict[str, Any]:
+    @app.get(
+        "/api/images/{image_id}/metrics", tags=["dataset"], responses=errors(404, 409, 422, 503)
+    )
+    async def dataset_metrics(image_id: int) -> ImageMetrics:
         """Per-class IoU (and dice, precision, recall) of the prediction vs the real mask."""
         entry = state.entry(image_id)
-        dataset = state.require_dataset()
-        scheme_info = (dataset.manifest.get("schemes") or {}).get(state.scheme) or {}
-        names = [str(c) for c in scheme_info.get("classes") or state.classes]
-        if names != state.classes:
-            raise HTTPException(
-                409, f"the model's classes {state.classes} differ from the dataset's {names}"
-            )
+        names = state.dataset_classes()
         truth = await _read(lambda: state.read_entry_mask(entry))
-        _, pred = await state.infer(_predicted(image_id, entry))
+        _, pred = await state.infer(_predicted(state, image_id, entry))
         if truth.shape != pred.shape:
             raise HTTPException(409, f"image {image_id}: mask and image differ in size")
-        ignore = scheme_info.get("ignore_index")
-        counts = confusion_matrix(truth, pred, len(names), ignore)
+        counts = confusion_matrix(truth, pred, len(names), state.ignore_index())
         void = (0,) if state.scheme == CATEGORIES_SCHEME else ()
         scores = scores_from_confusion(counts, void).to_dict(names)
-        return {
-            "id": image_id,
-            "key": str(entry["key"]),
-            "scheme": state.scheme,
-            "miou": scores["mean_iou"],
-            "iou": {name: row["iou"] for name, row in scores["per_class"].items()},
+        return ImageMetrics(
+            id=image_id,
+            key=str(entry["key"]),
+            scheme=state.scheme,
+            miou=scores["mean_iou"],
+            iou={name: row["iou"] for name, row in scores["per_class"].items()},
             **scores,
-        }
-
-    # ----------------------------------------------------------------- the page
-
-    @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
-
-    return app
+        )
 
 
 __all__ = ["PredictFormat", "ServeSettings", "ServeState", "create_app"]
