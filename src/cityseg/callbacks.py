@@ -39,12 +39,13 @@ def _duration(seconds: float) -> str:
 class EpochProgress(keras.callbacks.Callback):
     """One line per epoch: losses, mIoU, the best so far and the time left."""
 
-    def __init__(self, epochs: int, monitor: str, log: Log) -> None:
+    def __init__(self, epochs: int, monitor: str, log: Log, best: float | None = None) -> None:
         super().__init__()
         self.epochs = epochs
         self.monitor = monitor
         self.log = log
-        self.best: float | None = None
+        self.best = best
+        """Carried over from the checkpoint on resume, so "best" means the whole run's."""
         self._epoch_start = 0.0
         self._durations: list[float] = []
 
@@ -86,11 +87,15 @@ class NanGuard(keras.callbacks.Callback):
 
 
 class RunCheckpoints(keras.callbacks.Callback):
-    """Saves `last/` every epoch (with optimizer state) and `best/` when `monitor` improves."""
+    """Saves `last/` every epoch (with optimizer state) and `best/` when `monitor` improves.
+
+    Without a `run_dir` (a worker other than the chief) it only keeps count, so that every
+    worker's report agrees and nothing but the chief writes.
+    """
 
     def __init__(
         self,
-        run_dir: Path,
+        run_dir: Path | None,
         card: Callable[[dict[str, Any]], dict[str, Any]],
         monitor: str,
         best: float | None = None,
@@ -114,7 +119,8 @@ class RunCheckpoints(keras.callbacks.Callback):
             and (self.best is None or float(value) > self.best)
         ):
             self.best, self.best_epoch = float(value), epoch + 1
-            save_bundle(self.model, self.run_dir / "best", self.card(self.summary(logs)))
+            if self.run_dir is not None:
+                save_bundle(self.model, self.run_dir / "best", self.card(self.summary(logs)))
         self.save_last(logs)
 
     def summary(self, logs: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +132,8 @@ class RunCheckpoints(keras.callbacks.Callback):
         }
 
     def save_last(self, logs: dict[str, Any] | None = None) -> None:
+        if self.run_dir is None:
+            return
         state = {"epoch": self.completed, "best": self.best, "best_epoch": self.best_epoch}
 
         def extras(folder: Path) -> None:
@@ -172,6 +180,55 @@ class Curves(keras.callbacks.Callback):
         plot_curves(self.csv_path, self.png_path)
 
 
+def trim_metrics(csv_path: Path, epochs: int) -> None:
+    """Keep the header and the rows of the first `epochs` epochs.
+
+    CSVLogger writes an epoch's row before `last/` is saved, so a run killed in between
+    has one row more than its checkpoint; resuming re-runs that epoch and would log it
+    twice.
+    """
+    if not csv_path.is_file():
+        return
+    with csv_path.open(newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    header, body = rows[0], rows[1:]
+    column = header.index("epoch") if "epoch" in header else 0
+    kept = [row for row in body if row and _epoch_of(row, column) < epochs]
+    if len(kept) == len(body):
+        return
+    tmp = csv_path.with_suffix(".tmp.csv")
+    with tmp.open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *kept])
+    tmp.replace(csv_path)
+
+
+def _epoch_of(row: list[str], column: int) -> int:
+    try:
+        return int(row[column])
+    except (IndexError, ValueError):
+        return 1 << 30  # a torn last line: dropped with the rows past the checkpoint
+
+
+def _series(rows: list[dict[str, str]], name: str) -> list[float] | None:
+    """A column as numbers, or None when any epoch lacks it.
+
+    CSVLogger writes "NA" for keys an epoch did not log: without a val split every val_
+    column is "NA", and such a curve is left out rather than drawn (or parsed) as numbers.
+    """
+    values = []
+    for row in rows:
+        try:
+            value = float(row.get(name) or "nan")
+        except ValueError:
+            return None
+        if not math.isfinite(value):
+            return None
+        values.append(value)
+    return values
+
+
 def plot_curves(csv_path: Path, png_path: Path) -> None:
     import matplotlib
 
@@ -189,17 +246,19 @@ def plot_curves(csv_path: Path, png_path: Path) -> None:
         (right, ("miou", "val_miou"), "mean IoU"),
     ):
         for name in names:
-            if name in rows[0] and all(row.get(name) not in (None, "") for row in rows):
+            values = _series(rows, name)
+            if values is not None:
                 axis.plot(
                     epochs,
-                    [float(row[name]) for row in rows],
+                    values,
                     marker="o",
                     label="val" if name.startswith("val_") else "train",
                 )
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
-        axis.legend()
+        if axis.get_lines():
+            axis.legend()
     figure.tight_layout()
     tmp = png_path.with_suffix(".tmp.png")
     figure.savefig(tmp, dpi=100)

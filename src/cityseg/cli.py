@@ -247,7 +247,16 @@ def train(
     ),
     seed: int = typer.Option(TRAIN.seed),
     precision: Precision = typer.Option(TRAIN.precision, help="auto: mixed on a GPU."),
-    strategy: Strategy = typer.Option(TRAIN.strategy, help="Distribution over devices."),
+    strategy: Strategy = typer.Option(
+        TRAIN.strategy,
+        help="Distribution: auto = multiworker when TF_CONFIG names several workers, "
+        "else mirrored over several GPUs, else one device.",
+    ),
+    worker_timeout: float = typer.Option(
+        TRAIN.worker_timeout,
+        min=1.0,
+        help="Seconds a multi-worker run waits for every TF_CONFIG worker to join.",
+    ),
     project: Path = typer.Option(TRAIN.project, help="Folder holding the runs."),
     name: str | None = typer.Option(TRAIN.name, help="Run name (default: the arch)."),
     base_filters: int = typer.Option(
@@ -298,9 +307,13 @@ def train(
         project=project,
         name=name,
         steps_per_epoch=steps_per_epoch,
+        worker_timeout=worker_timeout,
     )
     report = train_run(config, resume=resume, log=_note)
     best = "-" if report.best_score is None else f"{report.best_score:.4f}"
+    if not report.wrote_run:
+        out.print(f"Trained {report.epochs_completed} epoch(s); the chief wrote the run folder.")
+        return
     out.print(
         f"[green]Trained {report.epochs_completed} epoch(s)[/]; best {report.monitor} {best} "
         f"at epoch {report.best_epoch}. Bundles: {escape(str(report.run_dir / 'best'))}, "

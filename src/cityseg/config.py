@@ -68,7 +68,8 @@ class Precision(str, Enum):
 
 class Strategy(str, Enum):
     auto = "auto"
-    """Mirrored over all GPUs when there are several; one device otherwise."""
+    """Multi-worker when TF_CONFIG names several workers; else mirrored over several GPUs;
+    else one device."""
     mirrored = "mirrored"
     multiworker = "multiworker"
 
@@ -115,6 +116,8 @@ class TrainConfig:
     name: str | None = None
     steps_per_epoch: int | None = None
     """Cap on training steps per epoch (smoke runs); None = the whole split."""
+    worker_timeout: float = 300.0
+    """Seconds a multi-worker run waits for every worker in TF_CONFIG to join."""
 
 
 class TTA(str, Enum):

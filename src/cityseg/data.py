@@ -402,21 +402,34 @@ def _cache_prefix(prefix: str, root: Path, split: str, config: DataConfig, files
     return name
 
 
-def make_dataset(root: Path, split: str, config: DataConfig, *, training: bool) -> tf.data.Dataset:
+def make_dataset(
+    root: Path,
+    split: str,
+    config: DataConfig,
+    *,
+    training: bool,
+    shard: tuple[int, int] | None = None,
+) -> tf.data.Dataset:
     """Batches of (float32 images (B,H,W,3) in 0..255, uint8 masks (B,H,W)) from a split.
 
     `training` shuffles (seeded, differently each epoch), augments, and drops a last
     partial batch so every step sees `batch_size` images; otherwise the order is the
-    manifest's and every image appears exactly once.
+    manifest's and every image appears exactly once. `shard` (count, index) keeps every
+    count-th file from index on, before anything is read: each worker of a multi-worker
+    run decodes only its own share.
     """
     from cityseg._tf import tf
 
     root = Path(root)
     entries = split_entries(root, split, config.scheme, (config.height, config.width))
+    if shard is not None:
+        count, index = shard
+        entries = entries[index::count]
     if training and len(entries) < config.batch_size:
+        whose = f"the {split} split" if shard is None else f"worker {shard[1]}'s {split} share"
         raise UsageError(
-            f"the {split} split has {len(entries)} images, fewer than the batch size "
-            f"{config.batch_size}; lower --batch-size"
+            f"{whose} has {len(entries)} images, fewer than the batch size "
+            f"{config.batch_size}; lower --batch"
         )
     images = [str(root / e["image"]) for e in entries]
     masks = [str(root / e["mask"]) for e in entries]

@@ -15,22 +15,27 @@ import platform
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cityseg import __version__
+from cityseg.cluster import Cluster, choose_strategy, join_cluster, read_cluster
 from cityseg.config import Precision, Strategy, TrainConfig
 from cityseg.errors import CitysegError, DataError, UsageError
 from cityseg.fsutil import atomic_write_json
 from cityseg.manifest import MANIFEST_NAME, read_manifest
 
+if TYPE_CHECKING:
+    from cityseg.callbacks import NanGuard, RunCheckpoints
+
 Log = Callable[[str], None]
 CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.csv"
 
 
 class TrainingInterrupted(CitysegError):
@@ -46,6 +51,8 @@ class TrainReport:
     best_epoch: int | None
     best_score: float | None
     monitor: str
+    wrote_run: bool = True
+    """False on the workers of a multi-worker run other than the chief."""
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -134,18 +141,20 @@ def precision_policy(precision: Precision, has_gpu: bool) -> Iterator[str]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def make_strategy(kind: Strategy) -> Any:
-    import os
+def make_strategy(kind: Strategy, cluster: Cluster | None, timeout: float, log: Log) -> Any:
+    """The tf.distribute strategy for `kind`, created before any TensorFlow op runs.
 
+    MultiWorkerMirroredStrategy configures collective ops at TensorFlow's start-up, so it
+    must exist before anything (a tf.data pipeline, a device query) initialises the
+    runtime: `train` creates it first.
+    """
     from cityseg._tf import tf
 
-    gpus = tf.config.list_logical_devices("GPU")
     if kind is Strategy.multiworker:
-        if "TF_CONFIG" not in os.environ:
-            raise UsageError(
-                "--strategy multiworker needs TF_CONFIG set on every worker (see docs/train.md)"
-            )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if cluster is None:
+            raise UsageError("--strategy multiworker needs TF_CONFIG (see docs/train.md)")
+        return join_cluster(cluster, timeout, log)
+    gpus = tf.config.list_logical_devices("GPU")
     if kind is Strategy.mirrored:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
@@ -154,28 +163,56 @@ def make_strategy(kind: Strategy) -> Any:
     return tf.distribute.get_strategy()
 
 
-def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) -> TrainReport:
-    """Train per `config`, or continue the run at `resume` with its saved config."""
+@dataclass(frozen=True)
+class _Plan:
+    """What one training process is: its settings, its place in the cluster, its classes."""
+
+    config: TrainConfig
+    strategy: Any
+    cluster: Cluster | None
+    """Set only for a multi-worker run."""
+    classes: list[str]
+    palette: Any
+    ignore_index: int | None
+    has_val: bool
+    state: dict[str, Any] | None
+    """`last/state.json` of the run being resumed."""
+    resumed: Path | None
+    """The run folder being resumed (every worker reads it: shared storage)."""
+
+    @property
+    def chief(self) -> bool:
+        return self.cluster is None or self.cluster.is_chief
+
+    @property
+    def monitor(self) -> str:
+        return "val_miou" if self.has_val else "miou"
+
+    @property
+    def initial_epoch(self) -> int:
+        return int(self.state["epoch"]) if self.state else 0
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: Path | None = None,
+    log: Log = print,
+    callbacks: Sequence[Any] = (),
+) -> TrainReport:
+    """Train per `config`, or continue the run at `resume` with its saved config.
+
+    `callbacks` are Keras callbacks run after cityseg's own, on every worker of a
+    multi-worker run as on one machine.
+    """
     run_dir: Path | None = None
     state: dict[str, Any] | None = None
-    last = Path()
     if resume is not None:
         run_dir, config, state = _load_resume(resume)
-        last = run_dir / "last"
-    from cityseg import data as data_lib
-    from cityseg import losses, models
-    from cityseg._tf import GPUS, keras, tf
-    from cityseg.bundle import read_card, verified_weights
-    from cityseg.callbacks import (
-        OPTIMIZER_STATE,
-        Curves,
-        EpochProgress,
-        NanGuard,
-        RunCheckpoints,
-        restore_optimizer,
-    )
-    from cityseg.keras_metrics import StreamingMeanIoU
+    from cityseg import models
 
+    cluster = read_cluster()
+    kind = choose_strategy(config.strategy, cluster)
     index = read_manifest(config.data)
     if config.scheme not in index.get("schemes", {}):
         raise DataError(
@@ -183,11 +220,88 @@ def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) 
             f"`cityseg remap {config.data} --scheme {config.scheme}`"
         )
     scheme_info = index["schemes"][config.scheme]
-    classes: list[str] = list(scheme_info["classes"])
-    palette = scheme_info["palette"]
-    ignore_index = scheme_info.get("ignore_index")
     models.check_size(config.arch, config.backbone, config.height, config.width)
+    plan = _Plan(
+        config=config,
+        strategy=make_strategy(kind, cluster, config.worker_timeout, log),
+        cluster=cluster if kind is Strategy.multiworker else None,
+        classes=list(scheme_info["classes"]),
+        palette=scheme_info["palette"],
+        ignore_index=scheme_info.get("ignore_index"),
+        has_val=bool(index["splits"].get("val")),
+        state=state,
+        resumed=run_dir,
+    )
+    if not plan.has_val:
+        log("warning: the dataset has no val split; best/ follows the training mIoU")
+    return _run(plan, list(callbacks), log)
 
+
+def _run(plan: _Plan, extra: list[Any], log: Log) -> TrainReport:
+    from cityseg._tf import GPUS, keras
+    from cityseg.callbacks import RunCheckpoints
+
+    config = plan.config
+    keras.utils.set_random_seed(config.seed)
+    inputs = _inputs(plan, log)
+    class_weights = _class_weights(plan)
+    with precision_policy(config.precision, bool(GPUS)) as policy:
+        kind = type(plan.strategy).__name__
+        if plan.cluster is not None:  # TensorFlow's class is CollectiveAllReduceStrategy
+            kind = f"MultiWorkerMirroredStrategy over {plan.cluster.size} workers"
+        log(
+            f"devices: {plan.strategy.num_replicas_in_sync} replica(s) ({kind}), precision {policy}"
+        )
+        with plan.strategy.scope():
+            model, spec, loss_fn = _compiled_model(plan, inputs.steps, class_weights, log)
+        run_dir = None
+        if plan.chief:
+            run_dir = _claim_run_dir(plan, class_weights)
+            log(f"run: {run_dir}")
+        elif plan.cluster is not None:
+            log(f"{plan.cluster.describe()}: the chief writes the run folder")
+        card = _card_maker(plan, spec, policy, run_dir)
+        checkpoints = RunCheckpoints(
+            run_dir,
+            card,
+            plan.monitor,
+            best=(plan.state or {}).get("best"),
+            best_epoch=(plan.state or {}).get("best_epoch"),
+        )
+        checkpoints.completed = plan.initial_epoch
+        callbacks, nan_guard = _callbacks(plan, run_dir, checkpoints, log)
+        if plan.initial_epoch >= config.epochs:
+            log(f"{run_dir} already finished {plan.initial_epoch} epochs; nothing to do")
+        else:
+            _fit(plan, model, loss_fn, inputs, [*callbacks, *extra], checkpoints, run_dir)
+        if nan_guard.where is not None:
+            epoch, batch = nan_guard.where
+            raise CitysegError(
+                f"the loss became NaN at epoch {epoch}, batch {batch}; last/ holds epoch "
+                f"{checkpoints.completed}. Lower --lr or use --precision float32"
+            )
+    return TrainReport(
+        run_dir or Path(),
+        checkpoints.completed,
+        checkpoints.best_epoch,
+        checkpoints.best,
+        plan.monitor,
+        wrote_run=run_dir is not None,
+    )
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    train: Any
+    val: Any | None
+    steps: int
+
+
+def _inputs(plan: _Plan, log: Log) -> _Inputs:
+    """tf.data pipelines: as `fit` takes them, or sharded per worker for the loop."""
+    from cityseg import data as data_lib
+
+    config = plan.config
     data_config = data_lib.DataConfig(
         height=config.height,
         width=config.width,
@@ -197,165 +311,217 @@ def train(config: TrainConfig, *, resume: Path | None = None, log: Log = print) 
         seed=config.seed,
         scheme=config.scheme,
     )
-    train_data = data_lib.make_dataset(config.data, "train", data_config, training=True)
     log(data_lib.input_note(config.data, "train", data_config))
-    has_val = bool(index["splits"].get("val"))
-    val_data = (
-        data_lib.make_dataset(config.data, "val", data_config, training=False) if has_val else None
+    steps = data_lib.steps_per_epoch(config.data, "train", data_config)
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch)
+    if plan.cluster is not None:
+        from cityseg.distributed import worker_inputs
+
+        train_data, val_data = worker_inputs(
+            plan.strategy, config.data, data_config, plan.cluster, plan.has_val
+        )
+        return _Inputs(train_data, val_data, steps)
+    train_data = data_lib.make_dataset(config.data, "train", data_config, training=True)
+    val_data = None
+    if plan.has_val:
+        val_data = data_lib.make_dataset(config.data, "val", data_config, training=False)
+    return _Inputs(train_data, val_data, steps)
+
+
+def _class_weights(plan: _Plan) -> Any:
+    if plan.config.loss != "weighted-dice":
+        return None
+    from cityseg import data as data_lib
+    from cityseg import losses
+
+    config = plan.config
+    counts = data_lib.class_pixel_counts(config.data, "train", config.scheme, len(plan.classes))
+    return losses.class_weights_from_counts(counts)
+
+
+def _compiled_model(plan: _Plan, steps: int, class_weights: Any, log: Log) -> tuple[Any, Any, Any]:
+    """(model, its spec, the loss) with weights and optimizer state restored on resume.
+
+    The multi-worker loop computes its own exact scores, so its model is compiled for the
+    optimizer (and the loss-scale wrapper mixed precision adds) without Keras metrics.
+    """
+    from cityseg import losses, models
+    from cityseg._tf import keras
+    from cityseg.bundle import read_card, verified_weights
+    from cityseg.callbacks import OPTIMIZER_STATE, restore_optimizer
+    from cityseg.keras_metrics import StreamingMeanIoU
+
+    config = plan.config
+    spec = models.ModelSpec(
+        arch=config.arch,
+        backbone=config.backbone,
+        num_classes=len(plan.classes),
+        height=config.height,
+        width=config.width,
+        weights="none" if plan.state else config.weights,
+        base_filters=config.base_filters,
     )
-    if not has_val:
-        log("warning: the dataset has no val split; best/ follows the training mIoU")
-    monitor = "val_miou" if has_val else "miou"
+    model = models.build_model(spec)
+    last = (plan.resumed or Path()) / "last"
+    if plan.resumed is not None:  # weights before compile: the file holds no optimizer
+        folder, last_card = read_card(last)
+        model.load_weights(str(verified_weights(folder, last_card)))
+    num_classes, ignore = len(plan.classes), plan.ignore_index
+    loss_fn = losses.get_loss(
+        config.loss, num_classes, class_weights=class_weights, ignore_index=ignore
+    )
+    metrics = [
+        StreamingMeanIoU(num_classes, ignore_index=ignore, name="miou"),
+        StreamingMeanIoU(num_classes, ignore_index=ignore, exclude=(0,), name="miou_nonvoid"),
+    ]
+    model.compile(
+        optimizer=_optimizer(config, steps, keras),
+        loss=loss_fn,
+        metrics=None if plan.cluster is not None else metrics,
+    )
+    if plan.resumed is not None:
+        restore_optimizer(model.optimizer, last / OPTIMIZER_STATE, model.trainable_variables)
+        log(f"resuming at epoch {plan.initial_epoch + 1}/{config.epochs}")
+    return model, spec, loss_fn
 
-    class_weights = None
-    if config.loss == "weighted-dice":
-        counts = data_lib.class_pixel_counts(config.data, "train", config.scheme, len(classes))
-        class_weights = losses.class_weights_from_counts(counts)
 
-    keras.utils.set_random_seed(config.seed)
-    strategy = make_strategy(config.strategy)
-    with precision_policy(config.precision, bool(GPUS)) as policy:
-        log(
-            f"devices: {strategy.num_replicas_in_sync} replica(s) "
-            f"({type(strategy).__name__}), precision {policy}"
-        )
-        with strategy.scope():
-            spec = models.ModelSpec(
-                arch=config.arch,
-                backbone=config.backbone,
-                num_classes=len(classes),
-                height=config.height,
-                width=config.width,
-                weights="none" if state else config.weights,
-                base_filters=config.base_filters,
-            )
-            model = models.build_model(spec)
-            if state is not None:  # weights before compile: the file holds no optimizer
-                folder, last_card = read_card(last)
-                model.load_weights(str(verified_weights(folder, last_card)))
-            steps = data_lib.steps_per_epoch(config.data, "train", data_config)
-            if config.steps_per_epoch:
-                steps = min(steps, config.steps_per_epoch)
-            model.compile(
-                optimizer=_optimizer(config, steps, keras),
-                loss=losses.get_loss(
-                    config.loss,
-                    len(classes),
-                    class_weights=class_weights,
-                    ignore_index=ignore_index,
-                ),
-                metrics=[
-                    StreamingMeanIoU(len(classes), ignore_index=ignore_index, name="miou"),
-                    StreamingMeanIoU(
-                        len(classes), ignore_index=ignore_index, exclude=(0,), name="miou_nonvoid"
-                    ),
-                ],
-            )
-            initial_epoch = 0
-            if state is not None:
-                restore_optimizer(
-                    model.optimizer, last / OPTIMIZER_STATE, model.trainable_variables
-                )
-                initial_epoch = int(state["epoch"])
-                log(f"resuming at epoch {initial_epoch + 1}/{config.epochs}")
+def _claim_run_dir(plan: _Plan, class_weights: Any) -> Path:
+    """The chief's run folder: created (with config.json) only now that the model built,
+    so a typo leaves no debris; on resume, metrics.csv is cut back to the checkpoint."""
+    from cityseg.callbacks import trim_metrics
 
-        # the run folder appears only once the model builds: a typo leaves no debris
-        if run_dir is None:
-            run_dir = next_run_dir(config.project, config.name or config.arch)
-            run_dir.mkdir(parents=True)
-            atomic_write_json(
-                run_dir / CONFIG_NAME,
-                {
-                    **config_to_json(config),
-                    "run_dir": str(run_dir),
-                    "classes": classes,
-                    "data_manifest_sha256": manifest_sha256(config.data),
-                    "class_weights": None if class_weights is None else class_weights.tolist(),
-                    "versions": package_versions(),
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                },
-            )
-        log(f"run: {run_dir}")
+    config = plan.config
+    if plan.resumed is not None:
+        trim_metrics(plan.resumed / METRICS_NAME, plan.initial_epoch)
+        return plan.resumed
+    run_dir = next_run_dir(config.project, config.name or config.arch)
+    run_dir.mkdir(parents=True)
+    atomic_write_json(
+        run_dir / CONFIG_NAME,
+        {
+            **config_to_json(config),
+            "run_dir": str(run_dir),
+            "classes": plan.classes,
+            "data_manifest_sha256": manifest_sha256(config.data),
+            "class_weights": None if class_weights is None else class_weights.tolist(),
+            "versions": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    return run_dir
 
-        def card(summary: dict[str, Any]) -> dict[str, Any]:
-            return {
-                **models.card_fields(spec),
-                "scheme": config.scheme,
-                "classes": classes,
-                "palette": palette,
-                "ignore_index": ignore_index,
-                "training": {
-                    "run": run_dir.name,
-                    "loss": config.loss,
-                    "policy": policy,
-                    "data_manifest_sha256": manifest_sha256(config.data),
-                    **summary,
-                },
-            }
 
-        checkpoints = RunCheckpoints(
-            run_dir,
-            card,
-            monitor,
-            best=(state or {}).get("best"),
-            best_epoch=(state or {}).get("best_epoch"),
-        )
-        nan_guard = NanGuard()
-        callbacks: list[Any] = [
-            nan_guard,
-            keras.callbacks.CSVLogger(str(run_dir / "metrics.csv"), append=state is not None),
+def _card_maker(
+    plan: _Plan, spec: Any, policy: str, run_dir: Path | None
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    from cityseg import models
+
+    config = plan.config
+
+    def card(summary: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **models.card_fields(spec),
+            "scheme": config.scheme,
+            "classes": plan.classes,
+            "palette": plan.palette,
+            "ignore_index": plan.ignore_index,
+            "training": {
+                "run": run_dir.name if run_dir else "",
+                "loss": config.loss,
+                "policy": policy,
+                "data_manifest_sha256": manifest_sha256(config.data),
+                **summary,
+            },
+        }
+
+    return card
+
+
+def _callbacks(
+    plan: _Plan, run_dir: Path | None, checkpoints: RunCheckpoints, log: Log
+) -> tuple[list[Any], NanGuard]:
+    """Every worker runs the callbacks that steer training (so all stop and change the
+    learning rate together); only the chief runs those that write files."""
+    from cityseg._tf import keras
+    from cityseg.callbacks import Curves, EpochProgress, NanGuard
+
+    config = plan.config
+    nan_guard = NanGuard()
+    steering: list[Any] = [nan_guard]
+    writing: list[Any] = []
+    if run_dir is not None:
+        writing = [
+            keras.callbacks.CSVLogger(str(run_dir / METRICS_NAME), append=plan.state is not None),
             checkpoints,
-            Curves(run_dir / "metrics.csv", run_dir / "curves.png"),
+            Curves(run_dir / METRICS_NAME, run_dir / "curves.png"),
             keras.callbacks.TensorBoard(
                 str(run_dir / "tensorboard"), write_graph=False, profile_batch=0
             ),
-            EpochProgress(config.epochs, monitor, log),
         ]
-        if config.schedule.value == "plateau":
-            callbacks.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor=monitor, mode="max", factor=0.5, patience=3
-                )
+    else:
+        steering.append(checkpoints)  # tracks the best epoch, writes nothing
+    progress = EpochProgress(config.epochs, plan.monitor, log, best=(plan.state or {}).get("best"))
+    steering_after: list[Any] = [progress]
+    if config.schedule.value == "plateau":
+        steering_after.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=plan.monitor, mode="max", factor=0.5, patience=3
             )
-        if config.patience > 0:
-            callbacks.append(
-                keras.callbacks.EarlyStopping(monitor=monitor, mode="max", patience=config.patience)
+        )
+    if config.patience > 0:
+        steering_after.append(
+            keras.callbacks.EarlyStopping(
+                monitor=plan.monitor, mode="max", patience=config.patience
             )
-        checkpoints.completed = initial_epoch
-        if initial_epoch >= config.epochs:
-            log(f"{run_dir} already finished {initial_epoch} epochs; nothing to do")
+        )
+    return [*steering, *writing, *steering_after], nan_guard
+
+
+def _fit(
+    plan: _Plan,
+    model: Any,
+    loss_fn: Any,
+    inputs: _Inputs,
+    callbacks: list[Any],
+    checkpoints: RunCheckpoints,
+    run_dir: Path | None,
+) -> None:
+    from cityseg._tf import tf
+
+    config = plan.config
+    try:
+        if plan.cluster is not None:
+            from cityseg.distributed import LoopData, LoopScores, MultiWorkerLoop
+
+            loop = MultiWorkerLoop(
+                model, plan.strategy, loss_fn, LoopScores(len(plan.classes), plan.ignore_index)
+            )
+            data = LoopData(inputs.train, inputs.steps, inputs.val, plan.has_val)
+            loop.fit(data, config.epochs, plan.initial_epoch, callbacks)
         else:
             warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
-            try:
-                model.fit(
-                    train_data,
-                    validation_data=val_data,
-                    epochs=config.epochs,
-                    initial_epoch=initial_epoch,
-                    steps_per_epoch=steps,
-                    verbose=0,
-                    callbacks=callbacks,
-                )
-            except KeyboardInterrupt:
-                checkpoints.save_last()
-                raise TrainingInterrupted(
-                    f"interrupted after epoch {checkpoints.completed}; last/ saved. Resume with: "
-                    f"cityseg train --resume {run_dir}"
-                ) from None
-            except tf.errors.ResourceExhaustedError as exc:
-                raise CitysegError(
-                    f"out of memory at --batch {config.batch} and --size "
-                    f"{config.height}x{config.width}; lower one of them"
-                ) from exc
-        if nan_guard.where is not None:
-            epoch, batch = nan_guard.where
-            raise CitysegError(
-                f"the loss became NaN at epoch {epoch}, batch {batch}; last/ holds epoch "
-                f"{checkpoints.completed}. Lower --lr or use --precision float32"
+            model.fit(
+                inputs.train,
+                validation_data=inputs.val,
+                epochs=config.epochs,
+                initial_epoch=plan.initial_epoch,
+                steps_per_epoch=inputs.steps,
+                verbose=0,
+                callbacks=callbacks,
             )
-    return TrainReport(
-        run_dir, checkpoints.completed, checkpoints.best_epoch, checkpoints.best, monitor
-    )
+    except KeyboardInterrupt:
+        checkpoints.save_last()
+        where = run_dir if run_dir is not None else "the chief's run folder"
+        raise TrainingInterrupted(
+            f"interrupted after epoch {checkpoints.completed}; last/ saved. Resume with: "
+            f"cityseg train --resume {where}"
+        ) from None
+    except tf.errors.ResourceExhaustedError as exc:
+        raise CitysegError(
+            f"out of memory at --batch {config.batch} and --size "
+            f"{config.height}x{config.width}; lower one of them"
+        ) from exc
 
 
 def _optimizer(config: TrainConfig, steps: int, keras: Any) -> Any:
