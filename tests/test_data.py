@@ -266,3 +266,17 @@ def test_class_pixel_counts_equal_a_bincount(prepared: Path, crafted: Path) -> N
     with pytest.raises(DataError) as excinfo:
         class_pixel_counts(crafted, "train", "categories", num_classes=4)
     assert "class id 5" in one_line(excinfo)
+
+
+def test_worker_shards_partition_the_split(prepared: Path) -> None:
+    """Each worker of a multi-worker run reads its own files, and together all of them."""
+    config = replace(SMALL, batch_size=1)
+    whole = [m.numpy().tobytes() for _, m in make_dataset(prepared, "val", config, training=False)]
+    shards = [
+        [m.numpy().tobytes() for _, m in make_dataset(
+            prepared, "val", config, training=False, shard=(2, index)
+        )]
+        for index in range(2)
+    ]  # fmt: skip
+    assert sorted(shards[0] + shards[1]) == sorted(whole)
+    assert len(shards[0]) == (len(whole) + 1) // 2 and shards[0] == whole[0::2]

@@ -223,3 +223,130 @@ print("replicas ok")
     assert "replicas ok" in done.stdout
     assert "devices: 2 replica(s) (MirroredStrategy)" in done.stdout
     assert (tmp_path / "mirrored" / "best" / "cityseg.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def one_city_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cityseg.synthetic import SyntheticSpec, write_raw_dataset
+
+    spec = SyntheticSpec(
+        height=64,
+        width=128,
+        images_per_city=6,
+        cities={"train": ("aachen",), "val": ("frankfurt",), "test": ()},
+        seed=3,
+    )
+    return write_raw_dataset(tmp_path_factory.mktemp("one-city"), spec).root
+
+
+def test_one_city_trains_to_the_end_without_val(one_city_raw: Path, tmp_path: Path, cli) -> None:
+    result = cli("prepare", one_city_raw, "-o", tmp_path / "ds", "--no-verify", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert "val is empty" in result.stderr and "--split-by image" in result.stderr
+    assert not json.loads((tmp_path / "ds" / "manifest.json").read_text())["splits"]["val"]
+
+    notes: list[str] = []
+    from cityseg.train import train
+
+    report = train(tiny_config(tmp_path / "ds", tmp_path / "runs", name="noval"), log=notes.append)
+    assert report.epochs_completed == 2 and report.monitor == "miou"
+    assert any("best/ follows the training mIoU" in note for note in notes)
+    run_dir = tmp_path / "runs" / "noval"
+    rows = read_csv(run_dir / "metrics.csv")
+    best_epoch = max(range(len(rows)), key=lambda i: float(rows[i]["miou"])) + 1
+    card = json.loads((run_dir / "best" / "cityseg.json").read_text())
+    assert card["training"]["best_epoch"] == best_epoch
+    assert card["training"]["best_miou"] == pytest.approx(float(rows[best_epoch - 1]["miou"]))
+    assert (run_dir / "curves.png").stat().st_size > 0
+
+
+def test_curves_leave_out_columns_an_epoch_did_not_log(tmp_path: Path) -> None:
+    """Keras' CSVLogger writes NA for every val_ column of a run without val."""
+    from matplotlib import pyplot
+
+    from cityseg.callbacks import plot_curves
+
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("epoch,loss,miou,val_loss,val_miou\n0,1.5,0.2,NA,NA\n1,1.2,0.3,NA,NA\n")
+    drawn: list[str] = []
+    real_plot = pyplot.Axes.plot
+
+    def spy(self, *args, label=None, **kwargs):  # type: ignore[no-untyped-def]
+        drawn.append(f"{self.get_title() or '?'}:{label}")
+        return real_plot(self, *args, label=label, **kwargs)
+
+    pyplot.Axes.plot = spy  # type: ignore[method-assign]
+    try:
+        plot_curves(metrics, tmp_path / "curves.png")
+    finally:
+        pyplot.Axes.plot = real_plot  # type: ignore[method-assign]
+    assert (tmp_path / "curves.png").is_file()
+    assert drawn == ["?:train", "?:train"]  # one train line per panel, no val line
+
+
+def test_prepare_can_split_one_city_by_image(one_city_raw: Path, tmp_path: Path, cli) -> None:
+    result = cli(
+        "prepare", one_city_raw, "-o", tmp_path / "ds", "--no-verify", "-q",
+        "--split-by", "image", "--val-ratio", "0.34",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "same cities in train and val" in result.stderr
+    splits = json.loads((tmp_path / "ds" / "manifest.json").read_text())["splits"]
+    train_keys = {e["key"] for e in splits["train"]}
+    val_keys = {e["key"] for e in splits["val"]}
+    assert len(val_keys) == 2 and len(train_keys) == 4 and not train_keys & val_keys
+    again = cli(
+        "prepare", one_city_raw, "-o", tmp_path / "ds", "--no-verify", "-q",
+        "--split-by", "image", "--val-ratio", "0.34",
+    )  # fmt: skip
+    assert again.exit_code == 0 and "already prepared" in again.stdout  # reproducible
+
+
+KILL_BETWEEN_CSV_AND_CHECKPOINT = """
+import os, signal, sys
+from pathlib import Path
+from cityseg import callbacks
+from cityseg.config import TrainConfig
+from cityseg.train import train
+
+real = callbacks.RunCheckpoints.save_last
+
+def save_last(self, logs=None):
+    if self.completed == 2:  # metrics.csv already has epoch 2's row; last/ still epoch 1
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(self, logs)
+
+callbacks.RunCheckpoints.save_last = save_last
+train(TrainConfig(data=Path(sys.argv[1]), project=Path(sys.argv[2]), name="killed",
+                  arch="pspnet", backbone="resnet18", weights="none", height=48, width=96,
+                  epochs=3, batch=4, lr=3e-3, aug="none", patience=0, steps_per_epoch=2),
+      log=print)
+"""
+
+
+def test_resume_after_kill_9_logs_each_epoch_once(train_data: Path, tmp_path: Path) -> None:
+    from cityseg.train import train
+
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_BETWEEN_CSV_AND_CHECKPOINT, str(train_data), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == -9, done.stderr[-3000:]
+    run_dir = tmp_path / "killed"
+    assert [int(r["epoch"]) for r in read_csv(run_dir / "metrics.csv")] == [0, 1]
+    state = json.loads((run_dir / "last" / "state.json").read_text())
+    assert state["epoch"] == 1
+
+    notes: list[str] = []
+    report = train(TrainConfig(), resume=run_dir, log=notes.append)
+    assert report.epochs_completed == 3
+    rows = read_csv(run_dir / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # the re-run epoch once
+    progress = [n for n in notes if n.startswith("epoch ")]
+    bests = [float(n.split("best ")[1].split()[0]) for n in progress]
+    scores = [float(r["val_miou"]) for r in rows]
+    assert bests[0] == pytest.approx(max(scores[:2]), abs=1e-4)  # carried from epoch 1
+    assert bests[-1] == pytest.approx(max(scores), abs=1e-4)
+    assert report.best_score == pytest.approx(max(scores), abs=1e-6)

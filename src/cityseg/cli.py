@@ -26,6 +26,7 @@ from cityseg.config import (
     RemapConfig,
     Schedule,
     ServeConfig,
+    SplitBy,
     Strategy,
     SyntheticConfig,
     TrainConfig,
@@ -90,7 +91,12 @@ def prepare(
         PREPARE.val_ratio,
         min=0.0,
         max=0.9,
-        help="Share of the original train images moved to val, by whole cities.",
+        help="Share of the original train images moved to val (see --split-by).",
+    ),
+    split_by: SplitBy = typer.Option(
+        PREPARE.split_by,
+        help="Move whole cities to val (no street on both sides), or single images "
+        "(for a set of one city).",
     ),
     seed: int = typer.Option(PREPARE.seed, help="Seed for the city split and sampling."),
     limit: int | None = typer.Option(
@@ -120,6 +126,7 @@ def prepare(
         raw,
         output,
         val_ratio=val_ratio,
+        split_by=split_by,
         seed=seed,
         limit=limit,
         fraction=fraction,

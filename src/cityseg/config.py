@@ -33,10 +33,20 @@ class RemapConfig:
     unknown: UnknownPolicy = UnknownPolicy.error
 
 
+class SplitBy(str, Enum):
+    """How prepare moves original train images to val."""
+
+    city = "city"
+    """Whole cities, so no street is on both sides (the default)."""
+    image = "image"
+    """Single images: for sets of one city; val then shares streets with train."""
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     output: Path = Path("data/cityscapes")
     val_ratio: float = 0.15
+    split_by: SplitBy = SplitBy.city
     seed: int = 0
     limit: int | None = None
     fraction: float | None = None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cityseg import __version__, images, manifest, sized
-from cityseg.config import PrepareConfig, default_workers
+from cityseg.config import PrepareConfig, SplitBy, default_workers
 from cityseg.errors import DataError, DiskFullError, UsageError
 from cityseg.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_parts
 from cityseg.progress import run_parallel
@@ -74,6 +74,7 @@ def prepare_dataset(
     output: Path = DEFAULTS.output,
     *,
     val_ratio: float = DEFAULTS.val_ratio,
+    split_by: SplitBy = DEFAULTS.split_by,
     seed: int = DEFAULTS.seed,
     limit: int | None = DEFAULTS.limit,
     fraction: float | None = DEFAULTS.fraction,
@@ -101,7 +102,7 @@ def prepare_dataset(
     left = find_package(raw, "leftImg8bit_trainvaltest.zip", "leftImg8bit", **bounds)
     fine = find_package(raw, "gtFine_trainvaltest.zip", "gtFine", **bounds)
     pairs = pair_members(left, fine, log)
-    splits = assign_splits(pairs, val_ratio=val_ratio, seed=seed, log=log)
+    splits = assign_splits(pairs, val_ratio=val_ratio, seed=seed, log=log, split_by=split_by)
     splits = {name: sample(items, limit, fraction, seed, name) for name, items in splits.items()}
     scheme = get_scheme(scheme_name)
 
@@ -111,6 +112,8 @@ def prepare_dataset(
         for kind, package in (("leftImg8bit", left), ("gtFine", fine))
     }
     options = {"val_ratio": val_ratio, "seed": seed, "limit": limit, "fraction": fraction}
+    if split_by is not SplitBy.city:  # absent for the default: older manifests stay current
+        options["split_by"] = split_by.value
     planned = build_manifest(splits, source, options, scheme)
     _keep_remapped_schemes(output, previous, planned)
     sized.record_sizes(planned, _merge_sizes(sized.recorded_sizes(previous), sizes))
@@ -230,21 +233,50 @@ def pair_members(left: Package, fine: Package, log: Log) -> list[Pair]:
 
 
 def assign_splits(
-    pairs: Sequence[Pair], *, val_ratio: float, seed: int, log: Log
+    pairs: Sequence[Pair],
+    *,
+    val_ratio: float,
+    seed: int,
+    log: Log,
+    split_by: SplitBy = SplitBy.city,
 ) -> dict[str, list[Pair]]:
-    """Original val -> test; original train -> train/val by whole cities."""
+    """Original val -> test; original train -> train/val by whole cities (or by image)."""
     by_city: dict[str, list[Pair]] = defaultdict(list)
     for pair in pairs:
         if pair.source_split == "train":
             by_city[pair.city].append(pair)
+    test = [p for p in pairs if p.source_split == "val"]
+    if split_by is SplitBy.image:
+        train, val = split_by_image(
+            [p for c in sorted(by_city) for p in by_city[c]], val_ratio, seed
+        )
+        if val:
+            log(
+                "warning: --split-by image puts images of the same cities in train and val; "
+                "val scores will read higher than on unseen streets"
+            )
+        return {"train": train, "val": val, "test": test}
     val_cities = choose_val_cities({c: len(p) for c, p in by_city.items()}, val_ratio, seed)
     if val_ratio > 0 and not val_cities:
-        log("warning: the original train split has a single city; val is empty")
+        log(
+            "warning: the original train split has a single city; val is empty and best/ "
+            "will follow the training mIoU. For a val split, re-run prepare with "
+            "--split-by image"
+        )
     return {
         "train": [p for c in sorted(by_city) if c not in val_cities for p in by_city[c]],
         "val": [p for c in sorted(val_cities) for p in by_city[c]],
-        "test": [p for p in pairs if p.source_split == "val"],
+        "test": test,
     }
+
+
+def split_by_image(items: list[Pair], val_ratio: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """A seeded share of single images for val, at least one, never all of them."""
+    if val_ratio <= 0 or len(items) < 2:
+        return items, []
+    count = min(len(items) - 1, max(1, round(val_ratio * len(items))))
+    chosen = {p.key for p in random.Random(f"{seed}:val-images").sample(items, count)}
+    return [p for p in items if p.key not in chosen], [p for p in items if p.key in chosen]
 
 
 def choose_val_cities(counts: dict[str, int], val_ratio: float, seed: int) -> set[str]:
