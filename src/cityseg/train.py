@@ -375,10 +375,14 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any, log: Log) -> tu
         StreamingMeanIoU(num_classes, ignore_index=ignore, name="miou"),
         StreamingMeanIoU(num_classes, ignore_index=ignore, exclude=(0,), name="miou_nonvoid"),
     ]
+    # XLA rejects float16 gradients through bilinear upsampling (FPN's and PSPNet's last
+    # layer; keras-team/keras#20931), and Keras turns XLA on by itself on a GPU.
+    mixed = keras.mixed_precision.global_policy().name == "mixed_float16"
     model.compile(
         optimizer=_optimizer(config, steps, keras),
         loss=loss_fn,
         metrics=None if plan.cluster is not None else metrics,
+        jit_compile=False if mixed else "auto",
     )
     if plan.resumed is not None:
         restore_optimizer(model.optimizer, last / OPTIMIZER_STATE, model.trainable_variables)
