@@ -387,6 +387,10 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any, log: Log) -> tu
     if plan.resumed is not None:
         restore_optimizer(model.optimizer, last / OPTIMIZER_STATE, model.trainable_variables)
         log(f"resuming at epoch {plan.initial_epoch + 1}/{config.epochs}")
+    else:
+        # Slots made now, not inside the first traced step: a tf.function that creates
+        # variables is traced twice (~17 s of a small CPU run); they start at zero anyway.
+        model.optimizer.build(model.trainable_variables)
     return model, spec, loss_fn
 
 
