@@ -256,6 +256,7 @@ class _Converter:
         self.scratch = scratch
         self.calibration = calibration
         self._saved: Path | None = None
+        self._tflite: Any = None
 
     def saved_model(self) -> Path:
         from cityseg._tf import quiet
@@ -267,6 +268,16 @@ class _Converter:
             self._saved = saved
         return self._saved
 
+    def tflite_converter(self) -> Any:
+        """One TFLite converter for every TFLite format: `from_saved_model` loads the whole
+        SavedModel (1.5-3 s) only to read its signatures, and `_tflite_bytes` sets every
+        option it uses before each conversion (the artefacts are byte-identical)."""
+        from cityseg._tf import tf
+
+        if self._tflite is None:
+            self._tflite = tf.lite.TFLiteConverter.from_saved_model(str(self.saved_model()))
+        return self._tflite
+
     def write(self, fmt: str, staging: Path) -> str:
         """Write `fmt`'s artefact into `staging`; returns its name."""
         from cityseg._tf import quiet
@@ -277,35 +288,36 @@ class _Converter:
             shutil.copytree(self.saved_model(), staging / ARTEFACT_NAMES[SAVEDMODEL])
             return ARTEFACT_NAMES[SAVEDMODEL]
         with quiet():
-            data = _tflite_bytes(self.saved_model(), fmt, self.calibration)
+            data = _tflite_bytes(self.tflite_converter(), fmt, self.calibration)
         name = "model.tflite"
         (staging / name).write_bytes(data)
         return name
 
 
-def _tflite_bytes(saved: Path, fmt: str, calibration: list[np.ndarray] | None) -> bytes:
+def _tflite_bytes(conv: Any, fmt: str, calibration: list[np.ndarray] | None) -> bytes:
+    """Convert with `conv` configured for `fmt` alone: the converter is shared by the
+    TFLite formats, so every option is set here, defaults included."""
     from cityseg._tf import tf
 
-    def converter() -> Any:
-        conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        if fmt != "tflite":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        if fmt == "tflite-fp16":
-            conv.target_spec.supported_types = [tf.float16]
+    def configure(ops: set[Any]) -> Any:
+        conv.optimizations = [] if fmt == "tflite" else [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16] if fmt == "tflite-fp16" else []
+        conv.target_spec.supported_ops = ops
+        conv.representative_dataset = None
+        conv.inference_input_type = tf.float32
         if fmt == "tflite-int8":
             assert calibration is not None
             conv.representative_dataset = lambda: ([image[None]] for image in calibration)
             conv.inference_input_type = tf.uint8  # pixels are 0..255 already: scale ~1
         return conv
 
+    builtins = {tf.lite.OpsSet.TFLITE_BUILTINS}
     if fmt != "tflite-int8":
-        return bytes(converter().convert())
-    strict = converter()
-    strict.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return bytes(configure(builtins).convert())
     try:
-        return bytes(strict.convert())
+        return bytes(configure({tf.lite.OpsSet.TFLITE_BUILTINS_INT8}).convert())
     except Exception:  # an op without an int8 kernel: let it stay float
-        return bytes(converter().convert())
+        return bytes(configure(builtins).convert())
 
 
 def _write_onnx(keras_model: Any, staging: Path, height: int, width: int) -> str:
