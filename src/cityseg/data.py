@@ -38,7 +38,7 @@ import numpy as np
 from cityseg import manifest as manifest_lib
 from cityseg.config import default_workers
 from cityseg.errors import DataError, UsageError
-from cityseg.images import read_mask
+from cityseg.images import png_header, read_mask
 from cityseg.manifest import MANIFEST_NAME, SPLITS, read_manifest
 
 if TYPE_CHECKING:
@@ -302,8 +302,9 @@ def input_note(root: Path, split: str, config: DataConfig) -> str:
         folder = Path(entries[0]["image"]).parent.parent.as_posix()
         return f"input: {size} copies written by `cityseg prepare --size` ({root / folder})"
     note = f"input: full-size files, resized to {size} on the fly"
-    stored = _png_size(root / entries[0]["image"])
-    if stored is not None:
+    header = png_header(root / entries[0]["image"])
+    if header is not None:
+        stored = (header.height, header.width)
         note = f"input: full-size {stored[0]}x{stored[1]} files, resized to {size} on the fly"
         if stored[0] * stored[1] >= MUCH_SMALLER * config.height * config.width:
             note += (
@@ -311,18 +312,6 @@ def input_note(root: Path, split: str, config: DataConfig) -> str:
                 "several times cheaper"
             )
     return note
-
-
-def _png_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) from a PNG's header, without decoding it; None if not a PNG."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(24)
-    except OSError:
-        return None
-    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
-        return None
-    return int.from_bytes(head[20:24], "big"), int.from_bytes(head[16:20], "big")
 
 
 def steps_per_epoch(root: Path, split: str, config: DataConfig, *, training: bool = True) -> int:

@@ -84,17 +84,16 @@ def worker_inputs(
     train = strategy.distribute_datasets_from_function(train_shard, options)
     val = None
     if has_val:
-        val = _val_share(root, config, cluster, replicas)
+        val = _val_share(root, config, cluster)
     return train, val
 
 
-def _val_share(root: Path, config: DataConfig, cluster: Cluster, replicas: int) -> Any | None:
+def _val_share(root: Path, config: DataConfig, cluster: Cluster) -> Any | None:
     from cityseg.data import make_dataset, split_entries
 
     if len(split_entries(root, "val", config.scheme)) <= cluster.rank:
         return None  # fewer val images than workers: this one has none to score
-    per_worker = max(1, config.batch_size * (replicas // cluster.size) // replicas)
-    sharded = replace(config, batch_size=per_worker)
+    sharded = replace(config, batch_size=max(1, config.batch_size // cluster.size))
     return make_dataset(root, "val", sharded, training=False, shard=(cluster.size, cluster.rank))
 
 

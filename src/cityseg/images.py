@@ -7,6 +7,7 @@ through here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -88,3 +89,28 @@ def colourise(ids: np.ndarray, palette: np.ndarray) -> np.ndarray:
         result: np.ndarray = cv2.LUT(grey3, table.reshape(256, 1, 3))
         return result
     return table[ids]
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    height: int
+    width: int
+    colour_type: int
+    """IHDR colour type: 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA."""
+
+
+def png_header(path: Path) -> PngHeader | None:
+    """A PNG's size and colour type from its first 26 bytes, without decoding it; None
+    for anything else (unreadable, not a PNG), which decoding later reports properly."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return None
+    if len(head) < 26 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return PngHeader(height, width, head[25])

@@ -185,7 +185,6 @@ OUTPUT_MARKER = ".cityseg-predict.json"
 """Left in every output folder predict creates, so later folder inputs skip its masks."""
 MASK_COLOUR_TYPES = frozenset({0, 3, 4})
 """PNG IHDR colour types grey, palette, grey+alpha: how masks are stored, photos are not."""
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 SKIP_REASONS = {
     "hidden": "hidden",
@@ -240,7 +239,8 @@ class PhotoFilter:
         stem = path.stem.lower()
         if stem.endswith(LABEL_NAME_ENDINGS) or any(p in stem for p in LABEL_NAME_PARTS):
             return "name"
-        if path.suffix.lower() == ".png" and png_colour_type(path) in MASK_COLOUR_TYPES:
+        header = images.png_header(path) if path.suffix.lower() == ".png" else None
+        if header is not None and header.colour_type in MASK_COLOUR_TYPES:
             return "mask"
         return None
 
@@ -263,18 +263,6 @@ def _own_folder_reason(folder: Path, output: Path | None) -> str | None:
         if is_dataset(above) or (above.parent.name == "sized" and is_dataset(above.parent.parent)):
             return "dataset"
     return None
-
-
-def png_colour_type(path: Path) -> int | None:
-    """The IHDR colour type of a PNG file; None for anything else (decoding reports it)."""
-    try:
-        with path.open("rb") as handle:
-            head = handle.read(26)
-    except OSError:
-        return None
-    if len(head) < 26 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
-        return None
-    return head[25]
 
 
 def fresh_output_folder(output: Path) -> bool:

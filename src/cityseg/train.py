@@ -150,9 +150,8 @@ def make_strategy(kind: Strategy, cluster: Cluster | None, timeout: float, log: 
     """
     from cityseg._tf import tf
 
-    if kind is Strategy.multiworker:
-        if cluster is None:
-            raise UsageError("--strategy multiworker needs TF_CONFIG (see docs/train.md)")
+    kind = choose_strategy(kind, cluster)  # refuses multiworker without TF_CONFIG
+    if kind is Strategy.multiworker and cluster is not None:
         return join_cluster(cluster, timeout, log)
     gpus = tf.config.list_logical_devices("GPU")
     if kind is Strategy.mirrored:
