@@ -42,11 +42,33 @@ class SplitBy(str, Enum):
     """Single images: for sets of one city; val then shares streets with train."""
 
 
+class LabelSource(str, Enum):
+    """Which file of a Cityscapes annotation prepare takes an image's labelIds from."""
+
+    labelids = "labelids"
+    """`*_labelIds.png`, as the packages ship them (the default)."""
+    polygons = "polygons"
+    """`*_polygons.json`, rasterised as cityscapesScripts' json2labelImg does: for polygons
+    edited by hand, whose labelIds PNGs are stale or missing."""
+
+
+class GroundTruth(str, Enum):
+    """Which Cityscapes annotations prepare reads."""
+
+    fine = "fine"
+    """`gtFine_trainvaltest.zip`: dense, precise polygons (the default)."""
+    coarse = "coarse"
+    """`gtCoarse.zip`: rough polygons, for train and val images (train_extra's images are
+    in another package, which prepare does not read)."""
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     output: Path = Path("data/cityscapes")
     val_ratio: float = 0.15
     split_by: SplitBy = SplitBy.city
+    labels: LabelSource = LabelSource.labelids
+    annotations: GroundTruth = GroundTruth.fine
     seed: int = 0
     limit: int | None = None
     fraction: float | None = None
@@ -58,6 +80,44 @@ class PrepareConfig:
     """A Cityscapes PNG is at most a few MB; anything this large in a zip is not one."""
     max_compression_ratio: int = 200
     """Deflate rarely beats 100:1 on real PNGs; far beyond that is a zip bomb."""
+
+
+class DataFormat(str, Enum):
+    """Where `cityseg prepare` reads a dataset from (docs/datasets.md shows each)."""
+
+    cityscapes = "cityscapes"
+    """The official zips or their extracted folders (the default)."""
+    via = "via"
+    """A VGG Image Annotator CSV or JSON export, images found under SOURCE by name."""
+    labelme = "labelme"
+    """A folder of LabelMe JSON files, one per image."""
+    coco = "coco"
+    """A COCO instances JSON (polygons, RLE, iscrowd)."""
+    masks = "masks"
+    """A folder of images and a folder of masks, paired by file stem."""
+
+
+class Background(str, Enum):
+    """What class 0 of an own dataset is: every pixel no region covers."""
+
+    cls = "class"
+    """A class like the others: scored and in the mean IoU."""
+    void = "void"
+    """Unlabelled rather than "nothing": learned, but left out of the non-void mean."""
+
+
+@dataclass(frozen=True)
+class OwnDataConfig:
+    """Defaults of `cityseg prepare --format via|labelme|coco|masks`."""
+
+    val_ratio: float = 0.15
+    test_ratio: float = 0.15
+    seed: int = 0
+    background: Background = Background.cls
+    scheme: str = "classes"
+    """The name of the one scheme an own dataset holds, in manifest.json and bundles."""
+    max_pixels: int = 100_000_000
+    """A larger image is refused before decoding: a decompression bomb, not a photo."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +161,9 @@ class TrainConfig:
     """Every training setting; saved as the run's config.json and read back by --resume."""
 
     data: Path = Path("data/cityscapes")
-    scheme: str = "categories"
+    scheme: str = "auto"
+    """A scheme the dataset holds; auto = the one it was prepared with (categories for
+    Cityscapes, classes for own data)."""
     arch: str = "fpn"
     backbone: str = "efficientnetb0"
     weights: str = "imagenet"

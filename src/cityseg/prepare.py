@@ -15,11 +15,15 @@ import shutil
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cityseg import __version__, images, manifest, sized
-from cityseg.config import PrepareConfig, SplitBy, default_workers
+from cityseg.annotations.cityscapes_polygons import parse_polygons, rasterise_annotation
+from cityseg.config import GroundTruth, LabelSource, PrepareConfig, SplitBy, default_workers
 from cityseg.errors import DataError, DiskFullError, UsageError
 from cityseg.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_parts
 from cityseg.progress import run_parallel
@@ -27,13 +31,16 @@ from cityseg.remap import remap_array
 from cityseg.schemes import Scheme, get_scheme
 from cityseg.sources import (
     IMAGE_MEMBER,
-    LABEL_MEMBER,
+    LEFTIMG_ZIP,
     OFFICIAL_SHA256,
+    LabelLayout,
     Member,
     Package,
+    PackageIndex,
     ZipPackage,
     file_digests,
     find_package,
+    label_layout,
 )
 
 DEFAULTS = PrepareConfig()
@@ -75,6 +82,8 @@ def prepare_dataset(
     *,
     val_ratio: float = DEFAULTS.val_ratio,
     split_by: SplitBy = DEFAULTS.split_by,
+    labels: LabelSource = DEFAULTS.labels,
+    annotations: GroundTruth = DEFAULTS.annotations,
     seed: int = DEFAULTS.seed,
     limit: int | None = DEFAULTS.limit,
     fraction: float | None = DEFAULTS.fraction,
@@ -88,7 +97,9 @@ def prepare_dataset(
     """Prepare `output` from the packages in `raw`; see the module docstring for the split.
 
     `sizes` adds training-size copies; sizes recorded by an earlier run are kept, so a
-    re-run without `sizes` neither drops nor rewrites them.
+    re-run without `sizes` neither drops nor rewrites them. `annotations` picks gtFine or
+    gtCoarse, `labels` their labelIds PNGs or their polygons, rasterised (see
+    `cityseg.annotations.cityscapes_polygons`) into the dataset's labelIds.
     """
     _check_options(val_ratio, limit, fraction)
     if not raw.exists():
@@ -99,9 +110,10 @@ def prepare_dataset(
         "max_member_bytes": DEFAULTS.max_member_bytes,
         "max_ratio": DEFAULTS.max_compression_ratio,
     }
-    left = find_package(raw, "leftImg8bit_trainvaltest.zip", "leftImg8bit", **bounds)
-    fine = find_package(raw, "gtFine_trainvaltest.zip", "gtFine", **bounds)
-    pairs = pair_members(left, fine, log)
+    layout = label_layout(annotations, labels)
+    left = find_package(raw, LEFTIMG_ZIP, "leftImg8bit", **bounds)
+    gt = find_package(raw, layout.zip_name, layout.folder, **bounds)
+    pairs = pair_members(left, gt, log, layout)
     splits = assign_splits(pairs, val_ratio=val_ratio, seed=seed, log=log, split_by=split_by)
     splits = {name: sample(items, limit, fraction, seed, name) for name, items in splits.items()}
     scheme = get_scheme(scheme_name)
@@ -109,11 +121,15 @@ def prepare_dataset(
     previous = _previous_manifest(output)
     source = {
         kind: _describe(kind, package, previous, verify, show_progress, log)
-        for kind, package in (("leftImg8bit", left), ("gtFine", fine))
+        for kind, package in (("leftImg8bit", left), (layout.folder, gt))
     }
-    options = {"val_ratio": val_ratio, "seed": seed, "limit": limit, "fraction": fraction}
-    if split_by is not SplitBy.city:  # absent for the default: older manifests stay current
-        options["split_by"] = split_by.value
+    options = {
+        "val_ratio": val_ratio,
+        "seed": seed,
+        "limit": limit,
+        "fraction": fraction,
+        **_choices(split_by=split_by, labels=labels, annotations=annotations),
+    }
     planned = build_manifest(splits, source, options, scheme)
     _keep_remapped_schemes(output, previous, planned)
     sized.record_sizes(planned, _merge_sizes(sized.recorded_sizes(previous), sizes))
@@ -125,16 +141,17 @@ def prepare_dataset(
     ):
         return PrepareReport(output, True, summarise(output, planned), _sized_summary(planned))
 
-    _claim_output(output, source)
+    _claim_output(output, source, layout)
     selected = [pair for items in splits.values() for pair in items]
     _check_disk_space(output, selected)
     write_pairs(
         output,
         selected,
-        {"leftImg8bit": left, "gtFine": fine},
+        {"leftImg8bit": left, "labels": gt},
         scheme,
         workers=workers,
         show_progress=show_progress,
+        layout=layout,
     )
     copies = sized.plan_copies(output, planned)
     sized.write_copies(copies, workers=workers, show_progress=show_progress)
@@ -161,6 +178,14 @@ def _keep_remapped_schemes(
                 entry["masks"][name] = path
 
 
+def _choices(**chosen: Enum) -> dict[str, str]:
+    """The enum options that differ from their defaults, by value: a default is left out,
+    so manifests written before the option existed stay current."""
+    return {
+        name: value.value for name, value in chosen.items() if value is not getattr(DEFAULTS, name)
+    }
+
+
 def _merge_sizes(
     recorded: Sequence[tuple[int, int]], requested: Sequence[tuple[int, int]]
 ) -> list[tuple[int, int]]:
@@ -183,13 +208,16 @@ def _check_options(val_ratio: float, limit: int | None, fraction: float | None) 
         raise UsageError(f"--fraction must be in (0, 1], got {fraction}")
 
 
-def pair_members(left: Package, fine: Package, log: Log) -> list[Pair]:
-    """Match images to labelIds by key; report what is unpaired, one line per kind."""
+def pair_members(
+    left: Package, fine: Package, log: Log, layout: LabelLayout | None = None
+) -> list[Pair]:
+    """Match images to label files by key; report what is unpaired, one line per kind."""
+    layout = layout or label_layout()
     image_index = left.index(IMAGE_MEMBER)
-    label_index = fine.index(LABEL_MEMBER)
+    label_index = fine.index(layout.member, layout.siblings)
     for package, found, what in (
         (left, image_index, "leftImg8bit/{train,val,test}/<city>/*_leftImg8bit.png images"),
-        (fine, label_index, "gtFine/{train,val,test}/<city>/*_gtFine_labelIds.png labels"),
+        (fine, label_index, layout.describe()),
     ):
         if not found.members:
             raise DataError(f"{package.path} holds no {what}; is it the right package?")
@@ -220,16 +248,34 @@ def pair_members(left: Package, fine: Package, log: Log) -> list[Pair]:
         for k, m in label_index.members.items()
         if m.split != "test" and k not in image_index.members
     )
-    if unlabelled:
-        log(f"warning: {len(unlabelled)} image(s) without labelIds skipped (e.g. {unlabelled[0]})")
-    if orphans:
-        log(f"warning: {len(orphans)} labelIds without an image skipped (e.g. {orphans[0]})")
+    _warn_unpaired(unlabelled, orphans, label_index, layout, log)
     if not pairs:
         raise DataError(
-            "no image has a matching labelIds file in train or val; "
+            f"no image has a matching {layout.noun} file in train or val; "
             "are the two packages from the same release?"
         )
     return pairs
+
+
+def _warn_unpaired(
+    unlabelled: list[str],
+    orphans: list[str],
+    label_index: PackageIndex,
+    layout: LabelLayout,
+    log: Log,
+) -> None:
+    noun = layout.noun
+    if unlabelled:
+        log(f"warning: {len(unlabelled)} image(s) without {noun} skipped (e.g. {unlabelled[0]})")
+    if orphans:
+        extra = sum(label_index.members[key].split == "train_extra" for key in orphans)
+        why = (
+            f"; {extra} of them in train_extra, whose images (leftImg8bit_trainextra.zip) "
+            "prepare does not read"
+            if extra
+            else ""
+        )
+        log(f"warning: {len(orphans)} {noun} without an image skipped (e.g. {orphans[0]}){why}")
 
 
 def assign_splits(
@@ -372,26 +418,24 @@ def write_pairs(
     *,
     workers: int | None,
     show_progress: bool,
+    layout: LabelLayout | None = None,
 ) -> None:
-    """Decode-check, copy and remap every pair; existing outputs are kept (resume)."""
+    """Decode-check, copy and remap every pair; existing outputs are kept (resume).
+
+    `packages` maps "leftImg8bit" and "labels" to their packages; with a polygons
+    `layout` the labelIds written are the rasterised polygons, not a copied PNG.
+    """
     remove_stale_parts(output)
+    layout = layout or label_layout()
 
     def write_one(pair: Pair) -> None:
         paths = {name: output / rel for name, rel in entry_paths(pair.key, scheme.name).items()}
         if all(path.is_file() for path in paths.values()):
             return
         image_bytes = packages["leftImg8bit"].read(pair.image.name)
-        label_bytes = packages["gtFine"].read(pair.label.name)
-        where = f"{packages['gtFine'].path.name}:{pair.label.name}"
-        image = images.decode_image(
-            image_bytes, f"{packages['leftImg8bit'].path.name}:{pair.image.name}"
-        )
-        label_ids = images.decode_mask(label_bytes, where)
-        if image.shape[:2] != label_ids.shape:
-            raise DataError(
-                f"{pair.key}: image is {image.shape[1]}x{image.shape[0]} but its "
-                f"labelIds are {label_ids.shape[1]}x{label_ids.shape[0]}"
-            )
+        image = images.decode_image(image_bytes, _where(packages["leftImg8bit"], pair.image.name))
+        label_ids, label_bytes = _label_ids(pair, packages["labels"], layout, image.shape[:2])
+        where = _where(packages["labels"], pair.label.name)
         mask = remap_array(label_ids, scheme, name=where)
         atomic_write_bytes(paths["image"], image_bytes)
         atomic_write_bytes(paths["labelIds"], label_bytes)
@@ -404,6 +448,40 @@ def write_pairs(
         workers=workers or default_workers(),
         show_progress=show_progress,
     )
+
+
+def _where(package: Package, name: str) -> str:
+    """How messages name a member: `zip:member`, or a file's own path in a folder."""
+    if isinstance(package, ZipPackage):
+        return f"{package.path.name}:{name}"
+    return str(package.path / name)
+
+
+def _label_ids(
+    pair: Pair, package: Package, layout: LabelLayout, shape: tuple[int, ...]
+) -> tuple[np.ndarray, bytes]:
+    """The pair's labelIds and the PNG bytes to store: the original, or the polygons drawn.
+
+    The polygons' declared size is checked against the image before drawing, so a
+    corrupt size fails in one line instead of allocating a huge canvas.
+    """
+    data = package.read(pair.label.name)
+    where = _where(package, pair.label.name)
+    if not layout.polygons:
+        label_ids = images.decode_mask(data, where)
+        _check_size(pair.key, shape, label_ids.shape, "labelIds are")
+        return label_ids, data
+    annotation = parse_polygons(data, where)
+    _check_size(pair.key, shape, (annotation.height, annotation.width), "polygons JSON says")
+    label_ids = rasterise_annotation(annotation)
+    return label_ids, images.encode_png(label_ids)
+
+
+def _check_size(key: str, image: tuple[int, ...], labels: tuple[int, ...], what: str) -> None:
+    if tuple(image) != tuple(labels):
+        raise DataError(
+            f"{key}: image is {image[1]}x{image[0]} but its {what} {labels[1]}x{labels[0]}"
+        )
 
 
 def summarise(output: Path, planned: dict[str, Any]) -> list[SplitSummary]:
@@ -448,7 +526,10 @@ def _describe(
         if same_file and "sha256" in cached
         else file_digests(package.path, show_progress=show_progress)
     )
-    official = OFFICIAL_SHA256.get(package.path.name) == digests["sha256"]
+    expected = OFFICIAL_SHA256.get(package.path.name)
+    if expected is None:  # gtCoarse.zip: no catalogued SHA-256 to compare with
+        return {**info, **digests}
+    official = expected == digests["sha256"]
     if not official:
         log(
             f"warning: {package.path.name} does not match the official checksum "
@@ -473,21 +554,31 @@ def _files_present(output: Path, planned: dict[str, Any]) -> bool:
     )
 
 
-def _identity(source: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _identity(source: dict[str, Any], layout: LabelLayout) -> dict[str, Any]:
+    identity: dict[str, Any] = {
         kind: {k: info.get(k) for k in ("kind", "name", "size")} for kind, info in source.items()
     }
+    if layout.polygons:  # absent for PNGs: stamps written before the option stay valid
+        identity["labels"] = LabelSource.polygons.value
+    return identity
 
 
-def _claim_output(output: Path, source: dict[str, Any]) -> None:
-    """Refuse to mix files from other packages into a dataset (a resume must match)."""
+def _claim_output(output: Path, source: dict[str, Any], layout: LabelLayout) -> None:
+    """Refuse to mix files from other packages, or labelIds drawn from polygons with
+    copied ones, into a dataset (a resume must match)."""
     stamp = output / SOURCE_STAMP
-    identity = _identity(source)
+    identity = _identity(source, layout)
     if stamp.is_file():
         try:
             recorded = json.loads(stamp.read_text())
         except (OSError, ValueError):
             recorded = None
+        if isinstance(recorded, dict) and recorded.get("labels") != identity.get("labels"):
+            made = "polygons JSON" if recorded.get("labels") else "labelIds PNGs"
+            raise UsageError(
+                f"{output} holds a dataset whose labelIds were made from {made}; "
+                "choose another -o or delete it first"
+            )
         if recorded is not None and recorded != identity:
             raise UsageError(
                 f"{output} holds a dataset prepared from other packages; "

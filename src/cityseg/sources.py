@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from cityseg.config import GroundTruth, LabelSource
 from cityseg.errors import DataError, UnsafeArchiveError
 from cityseg.progress import track
 
 LEFTIMG_ZIP = "leftImg8bit_trainvaltest.zip"
 GTFINE_ZIP = "gtFine_trainvaltest.zip"
+GTCOARSE_ZIP = "gtCoarse.zip"
 DOWNLOAD_URL = "https://www.cityscapes-dataset.com/downloads/"
 
 OFFICIAL_SHA256 = {
@@ -38,7 +40,59 @@ LABEL_MEMBER = re.compile(
     rf"(?:^|/)gtFine/(?P<split>train|val|test)/(?P<city>[^/]+)/{_KEY}_gtFine_labelIds\.png$"
 )
 SIBLING_MEMBER = re.compile(r"_gtFine_(?:color\.png|instanceIds\.png|polygons\.json)$")
+ANNOTATION_FILES = ("color.png", "instanceIds.png", "labelIds.png", "polygons.json")
+"""What each annotated image has in a gtFine or gtCoarse package."""
 JUNK_NAMES = frozenset({"readme", "readme.md", "readme.txt", "license", "license.txt", ".ds_store"})
+
+
+@dataclass(frozen=True)
+class LabelLayout:
+    """Where one kind of annotation lives and which of its files gives the labelIds."""
+
+    zip_name: str
+    folder: str
+    """"gtFine" or "gtCoarse": the package's top folder and the infix of its file names."""
+    splits: tuple[str, ...]
+    file: str
+    """"labelIds.png" or "polygons.json"."""
+
+    @property
+    def member(self) -> re.Pattern[str]:
+        splits = "|".join(self.splits)
+        return re.compile(
+            rf"(?:^|/){self.folder}/(?P<split>{splits})/(?P<city>[^/]+)/"
+            rf"{_KEY}_{self.folder}_{re.escape(self.file)}$"
+        )
+
+    @property
+    def siblings(self) -> re.Pattern[str]:
+        """The other annotation files, known and not read (so not "unrecognised")."""
+        others = "|".join(re.escape(f) for f in ANNOTATION_FILES if f != self.file)
+        return re.compile(rf"_{self.folder}_(?:{others})$")
+
+    @property
+    def polygons(self) -> bool:
+        return self.file == "polygons.json"
+
+    @property
+    def noun(self) -> str:
+        """What a message calls one label file."""
+        return "polygons JSON" if self.polygons else "labelIds"
+
+    def describe(self) -> str:
+        return (
+            f"{self.folder}/{{{','.join(self.splits)}}}/<city>/*_{self.folder}_{self.file} labels"
+        )
+
+
+def label_layout(
+    annotations: GroundTruth = GroundTruth.fine, labels: LabelSource = LabelSource.labelids
+) -> LabelLayout:
+    """gtCoarse has no test split but a train_extra one, whose images prepare lacks."""
+    file = "polygons.json" if labels is LabelSource.polygons else "labelIds.png"
+    if annotations is GroundTruth.coarse:
+        return LabelLayout(GTCOARSE_ZIP, "gtCoarse", ("train", "train_extra", "val"), file)
+    return LabelLayout(GTFINE_ZIP, "gtFine", ("train", "val", "test"), file)
 
 
 @dataclass(frozen=True)
@@ -83,14 +137,17 @@ class Package:
             "mtime_ns": stat.st_mtime_ns,
         }
 
-    def index(self, pattern: re.Pattern[str]) -> PackageIndex:
+    def index(
+        self, pattern: re.Pattern[str], siblings: re.Pattern[str] = SIBLING_MEMBER
+    ) -> PackageIndex:
+        """Members matching `pattern` by key; `siblings` are known files left unread."""
         found = PackageIndex()
         for name, size in self.names_and_sizes():
             match = pattern.search(name)
             if match:
                 member = Member(name, match["split"], match["city"], match["key"], size)
                 found.members[member.key] = member
-            elif not is_junk(name) and not SIBLING_MEMBER.search(name):
+            elif not is_junk(name) and not siblings.search(name):
                 found.unrecognised.append(name)
         return found
 
