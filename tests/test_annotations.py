@@ -341,9 +341,9 @@ def test_rasterise_paints_in_order_and_counts_clipped_and_degenerate(
         Region("car", Polygon(((1, 1), (8, 8))), "r2"),
     ]
     stats = RasterStats()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.DEBUG):
         out = rasterise(regions, 20, 20, {"road": 1, "car": 2}, stats)
-    assert (stats.clipped, stats.degenerate) == (1, 1)
+    assert (stats.clipped, stats.degenerate, stats.first_degenerate) == (1, 1, "r2")
     assert "r2: polygon with 2 point(s) skipped" in caplog.text
     assert (out[:5, :10] == 1).all() and (out[5:10, :5] == 1).all() and (out[5:, 5:] == 2).all()
     assert (out == 0).sum() == 20 * 20 - 10 * 10 - 15 * 15 + 5 * 5

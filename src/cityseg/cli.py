@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -18,9 +19,14 @@ from rich.table import Table
 from cityseg import __version__
 from cityseg.config import (
     TTA,
+    Background,
+    DataFormat,
     ExportFormat,
+    GroundTruth,
+    LabelSource,
     Optimizer,
     OutputFormat,
+    OwnDataConfig,
     Precision,
     PrepareConfig,
     RemapConfig,
@@ -32,7 +38,11 @@ from cityseg.config import (
     TrainConfig,
     UnknownPolicy,
 )
-from cityseg.errors import CitysegError
+from cityseg.demo import DemoFormat
+from cityseg.errors import CitysegError, UsageError
+
+if TYPE_CHECKING:
+    from cityseg.prepare import PrepareReport
 
 app = typer.Typer(
     name="cityseg",
@@ -47,6 +57,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 REMAP = RemapConfig()
 PREPARE = PrepareConfig()
+OWN = OwnDataConfig()
 SYNTHETIC = SyntheticConfig()
 TRAIN = TrainConfig()
 SERVE = ServeConfig()
@@ -83,30 +94,97 @@ def _root(
 def prepare(
     raw: Path = typer.Argument(
         ...,
-        help="Folder holding gtFine_trainvaltest.zip and leftImg8bit_trainvaltest.zip "
-        "(or their extracted gtFine/ and leftImg8bit/ folders).",
+        metavar="SOURCE",
+        help="Cityscapes: the folder holding gtFine_trainvaltest.zip and "
+        "leftImg8bit_trainvaltest.zip (or their extracted folders). Other formats: the "
+        "folder holding your images (and, if not given with --annotations, the annotations).",
     ),
-    output: Path = typer.Option(PREPARE.output, "--output", "-o", help="Dataset folder to write."),
+    format: DataFormat = typer.Option(
+        DataFormat.cityscapes, "--format", "-f", help="What SOURCE holds (docs/datasets.md)."
+    ),
+    annotations: Path | None = typer.Option(
+        None,
+        help="The VIA CSV/JSON, COCO JSON, LabelMe folder or mask folder (default: found in "
+        "SOURCE).",
+        show_default=False,
+    ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        help="Dataset folder to write (default: data/cityscapes, or data/<SOURCE name>).",
+        show_default=False,
+    ),
+    classes: str | None = typer.Option(
+        None,
+        help="Class names in id order (1, 2, ...; 0 is the background), as a comma list or a "
+        "file of one name per line (default: in order of first appearance).",
+        show_default=False,
+    ),
+    ignore: str | None = typer.Option(
+        None, help="A class to leave out of loss and metrics (painted 255).", show_default=False
+    ),
+    palette: Path | None = typer.Option(
+        None,
+        help="JSON {class: [r, g, b]}: colours for the classes (and, with --format masks, "
+        "the colours colour masks use).",
+        show_default=False,
+    ),
+    background: Background = typer.Option(
+        OWN.background, help="Score class 0 like the others, or treat it as void."
+    ),
+    class_attr: str | None = typer.Option(
+        None,
+        help="VIA: the region attribute holding the class (default: the only one, or one "
+        "named class, label or name).",
+        show_default=False,
+    ),
     val_ratio: float = typer.Option(
         PREPARE.val_ratio,
         min=0.0,
         max=0.9,
-        help="Share of the original train images moved to val (see --split-by).",
+        help="Share of images moved to val (Cityscapes: of the original train, see --split-by).",
+    ),
+    test_ratio: float | None = typer.Option(
+        None,
+        min=0.0,
+        max=0.9,
+        help=f"Own data: share of images for test (default {OWN.test_ratio}). Cityscapes' "
+        "test is its original val.",
+        show_default=False,
+    ),
+    group_by: str | None = typer.Option(
+        None,
+        help="Own data: a regex on file names; images whose match (or first group) is the "
+        "same stay in one split, like Cityscapes cities.",
+        show_default=False,
+    ),
+    labels: LabelSource = typer.Option(
+        PREPARE.labels,
+        help="Cityscapes: read *_labelIds.png, or make labelIds from *_polygons.json exactly "
+        "as cityscapesScripts' json2labelImg does (for edited polygons).",
+    ),
+    gt: GroundTruth = typer.Option(
+        PREPARE.annotations,
+        "--gt",
+        help="Cityscapes: fine annotations (gtFine_trainvaltest.zip) or coarse (gtCoarse.zip).",
     ),
     split_by: SplitBy = typer.Option(
         PREPARE.split_by,
-        help="Move whole cities to val (no street on both sides), or single images "
-        "(for a set of one city).",
+        help="Cityscapes: move whole cities to val (no street on both sides), or single "
+        "images (for a set of one city).",
     ),
-    seed: int = typer.Option(PREPARE.seed, help="Seed for the city split and sampling."),
+    seed: int = typer.Option(PREPARE.seed, help="Seed for the split and sampling."),
     limit: int | None = typer.Option(
-        PREPARE.limit, min=1, help="Keep at most N images per split (sampled reproducibly)."
+        PREPARE.limit,
+        min=1,
+        help="Cityscapes: keep at most N images per split (sampled reproducibly).",
     ),
     fraction: float | None = typer.Option(
-        PREPARE.fraction, min=0.0, max=1.0, help="Keep this fraction of each split."
+        PREPARE.fraction, min=0.0, max=1.0, help="Cityscapes: keep this fraction of each split."
     ),
     verify: bool = typer.Option(
-        PREPARE.verify, "--verify/--no-verify", help="Check the zips' checksums."
+        PREPARE.verify, "--verify/--no-verify", help="Cityscapes: check the zips' checksums."
     ),
     size: list[str] | None = typer.Option(
         None,
@@ -118,29 +196,75 @@ def prepare(
     workers: int | None = typer.Option(None, min=1, help="Parallel workers (default: CPUs)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Turn the official Cityscapes zips into a train-ready dataset with a manifest."""
-    from cityseg.prepare import prepare_dataset
+    """Turn Cityscapes zips, or your own annotated images, into a train-ready dataset."""
     from cityseg.sized import parse_sizes
 
-    report = prepare_dataset(
-        raw,
-        output,
-        val_ratio=val_ratio,
-        split_by=split_by,
-        seed=seed,
-        limit=limit,
-        fraction=fraction,
-        verify=verify,
-        sizes=parse_sizes(size or []),
-        workers=workers,
-        show_progress=not quiet,
-        log=_note,
-    )
+    sizes = parse_sizes(size or [])
+    if format is DataFormat.cityscapes:
+        if any(v is not None for v in (classes, ignore, palette, class_attr, test_ratio, group_by)):
+            raise UsageError(
+                "--classes, --ignore, --palette, --class-attr, --test-ratio and --group-by "
+                "are for own data (--format via|labelme|coco|masks)"
+            )
+        from cityseg.prepare import prepare_dataset
+
+        output = output or PREPARE.output
+        report = prepare_dataset(
+            raw,
+            output,
+            val_ratio=val_ratio,
+            split_by=split_by,
+            labels=labels,
+            annotations=gt,
+            seed=seed,
+            limit=limit,
+            fraction=fraction,
+            verify=verify,
+            sizes=sizes,
+            workers=workers,
+            show_progress=not quiet,
+            log=_note,
+        )
+    else:
+        cityscapes_only = (split_by, labels, gt) != (
+            PREPARE.split_by,
+            PREPARE.labels,
+            PREPARE.annotations,
+        )
+        if limit is not None or fraction is not None or cityscapes_only:
+            raise UsageError(
+                "--limit, --fraction, --split-by, --labels and --gt are for --format cityscapes"
+            )
+        from cityseg.owndata.classes import parse_class_list
+        from cityseg.owndata.options import OwnDataOptions
+        from cityseg.owndata.prepare import prepare_own
+
+        options = OwnDataOptions(
+            format=format,
+            annotations=annotations,
+            class_attr=class_attr,
+            classes=None if classes is None else parse_class_list(classes),
+            ignore=ignore,
+            palette=palette,
+            background=background,
+            val_ratio=val_ratio,
+            test_ratio=OWN.test_ratio if test_ratio is None else test_ratio,
+            seed=seed,
+            group_by=group_by,
+        )
+        output = output or Path("data") / (raw.resolve().name or "dataset")
+        report = prepare_own(
+            raw, output, options, sizes=sizes, workers=workers, show_progress=not quiet, log=_note
+        )
+    _print_prepared(report, output, "cities" if format is DataFormat.cityscapes else "groups")
+
+
+def _print_prepared(report: PrepareReport, output: Path, grouping: str) -> None:
     if report.up_to_date:
         out.print(f"[green]{escape(str(output))} is already prepared[/]; nothing to do.")
         return
     table = Table(title=f"Prepared {escape(str(output))}")
-    for column in ("split", "cities", "images", "disk"):
+    for column in ("split", grouping, "images", "disk"):
         table.add_column(column, justify="left" if column == "split" else "right")
     for row in report.splits:
         table.add_row(row.split, str(row.cities), str(row.images), _human_bytes(row.bytes))
@@ -199,32 +323,54 @@ def remap(
 @app.command()
 def demo(
     directory: Path = typer.Argument(SYNTHETIC.output, help="Where the demo writes everything."),
-    data_only: bool = typer.Option(
-        False, "--data-only", help="Only write the synthetic raw zips, then stop."
+    format: DemoFormat = typer.Option(
+        DemoFormat.cityscapes,
+        "--format",
+        "-f",
+        help="Synthetic Cityscapes zips, or a synthetic two-class VIA project (own data).",
     ),
-    images_per_city: int = typer.Option(SYNTHETIC.images_per_city, min=1),
-    height: int = typer.Option(SYNTHETIC.height, min=16),
-    width: int = typer.Option(SYNTHETIC.width, min=16),
+    data_only: bool = typer.Option(
+        False, "--data-only", help="Only write the synthetic raw data, then stop."
+    ),
+    images_per_city: int | None = typer.Option(
+        None,
+        "--images-per-city",
+        "--images",
+        min=1,
+        help=f"Cityscapes: images per city ({SYNTHETIC.images_per_city}); VIA: photos (64).",
+        show_default=False,
+    ),
+    height: int | None = typer.Option(
+        None, min=16, help="Image height (cityscapes 128, via 96).", show_default=False
+    ),
+    width: int | None = typer.Option(
+        None, min=16, help="Image width (cityscapes 256, via 128).", show_default=False
+    ),
     seed: int = typer.Option(SYNTHETIC.seed),
-    epochs: int = typer.Option(6, min=1, help="Training epochs (on the CPU: ~10 s each)."),
+    epochs: int | None = typer.Option(
+        None,
+        min=1,
+        help="Training epochs (cityscapes 6, via 12; ~5-10 s each on a CPU).",
+        show_default=False,
+    ),
     no_train: bool = typer.Option(False, "--no-train", help="Stop after prepare."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Run the pipeline on generated Cityscapes-format data (no download needed)."""
-    from cityseg.demo import run_demo
+    """Run the pipeline on generated data (no download needed)."""
+    from cityseg.demo import DemoSettings, run_demo
 
-    run_demo(
-        directory,
-        data_only=data_only,
-        images_per_city=images_per_city,
+    settings = DemoSettings(
+        format=format,
+        images=images_per_city,
         height=height,
         width=width,
         seed=seed,
         epochs=epochs,
+        data_only=data_only,
         train_model=not no_train,
         show_progress=not quiet,
-        log=_note,
     )
+    run_demo(directory, settings, log=_note)
 
 
 @app.command()
@@ -235,7 +381,9 @@ def train(
     weights: str = typer.Option(
         TRAIN.weights, help="Encoder weights: imagenet (needs internet once), none, or a file."
     ),
-    scheme: str = typer.Option(TRAIN.scheme, help="Mask scheme prepared in the dataset."),
+    scheme: str = typer.Option(
+        TRAIN.scheme, help="Mask scheme prepared in the dataset (auto: the one it was made with)."
+    ),
     size: str = typer.Option(f"{TRAIN.height}x{TRAIN.width}", help="Input HEIGHTxWIDTH."),
     epochs: int = typer.Option(TRAIN.epochs, min=1),
     batch: int = typer.Option(TRAIN.batch, min=1, help="Global batch size (all devices)."),
@@ -376,8 +524,10 @@ def evaluate(
             class_name, *(_score(values.get(k)) for k in ("iou", "dice", "precision", "recall"))
         )
     out.print(table)
-    out.print(f"mean IoU (8 classes)        {_score(scores.get('mean_iou'))}")
-    out.print(f"mean IoU (non-void)         {_score(scores.get('mean_iou_non_void'))}")
+    count = f"({len(scores['per_class'])} classes)"
+    out.print(f"mean IoU {count:<19}{_score(scores.get('mean_iou'))}")
+    if scores.get("void_classes"):
+        out.print(f"mean IoU (non-void)         {_score(scores.get('mean_iou_non_void'))}")
     out.print(f"pixel accuracy              {_score(scores.get('pixel_accuracy'))}")
     official = metrics.get("official", {})
     if "mean_iou" in official:
@@ -643,7 +793,8 @@ def benchmark(
 
 
 def _note(message: str) -> None:
-    err.print(message, highlight=False)
+    """Library messages quote user names (files, classes): never read them as markup."""
+    err.print(escape(message), highlight=False)
 
 
 def _human_bytes(size: int) -> str:

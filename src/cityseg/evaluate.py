@@ -32,7 +32,7 @@ from cityseg import __version__, labels
 from cityseg.errors import DataError, UsageError
 from cityseg.fsutil import atomic_open, atomic_write_bytes, atomic_write_json
 from cityseg.images import read_image, read_mask, write_mask
-from cityseg.manifest import SPLITS, read_manifest
+from cityseg.manifest import SPLITS, default_scheme, is_cityscapes, read_manifest, void_classes
 from cityseg.metrics import SegmentationScores, confusion_matrix, scores_from_confusion
 from cityseg.progress import track
 from cityseg.train import next_run_dir
@@ -171,6 +171,7 @@ def evaluate(
     if batch < 1:
         raise UsageError(f"--batch must be at least 1, got {batch}")
     manifest = read_manifest(data)
+    cityscapes = is_cityscapes(manifest)
     entries: list[dict[str, Any]] = list(manifest["splits"].get(split, []))
     if not entries:
         raise DataError(f"{data} has no images in its {split!r} split")
@@ -182,13 +183,13 @@ def evaluate(
 
         predictor = load_predictor(model, tta_flip=tta_flip, log=log)
         card = predictor.card
-        scheme = scheme or str(card.get("scheme") or OFFICIAL_SCHEME)
+        scheme = scheme or str(card.get("scheme") or default_scheme(manifest))
         default_name = _run_name(predictor)
         source = {"kind": "model", "model": str(predictor.path), "card": _card_summary(card)}
     else:
         if not predictions.is_dir():
             raise DataError(f"--predictions {predictions} is not a folder")
-        scheme = scheme or OFFICIAL_SCHEME
+        scheme = scheme or default_scheme(manifest)
         default_name = DEFAULT_PREDICTIONS_NAME
         source = {"kind": "predictions", "predictions": str(predictions)}
 
@@ -215,7 +216,7 @@ def evaluate(
     prediction_files = _find_predictions(predictions, entries) if predictions else {}
 
     num_classes = len(class_names)
-    void_classes = (VOID_CATEGORY,) if scheme == OFFICIAL_SCHEME else ()
+    void = void_classes(scheme, scheme_info)
     # Per-image matrices add up exactly (they are counts), so one bincount per image feeds
     # the split's, its city's and the image's own scores.
     total = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -237,11 +238,11 @@ def evaluate(
             _check_prediction(key, pred, truth, num_classes, ignore_index)
             image_counts = confusion_matrix(truth, pred, num_classes, ignore_index)
             total += image_counts
-            city = str(entry.get("city") or key.split("_")[0])
+            city = str(entry.get("city") or entry.get("group") or key.split("_")[0])
             cities.setdefault(city, np.zeros_like(total))
             cities[city] += image_counts
             city_images[city] = city_images.get(city, 0) + 1
-            scores = scores_from_confusion(image_counts, void_classes)
+            scores = scores_from_confusion(image_counts, void)
             rows.append({"key": key, "city": city, "iou": scores.iou, "miou": scores.mean_iou})
             if official:
                 label_ids = read_mask(data / entry["labelIds"])
@@ -262,22 +263,23 @@ def evaluate(
         "scheme": scheme,
         "images": len(entries),
         "tta_flip": bool(tta_flip and predictor is not None),
-        "scores": scores_from_confusion(matrix, void_classes).to_dict(class_names),
-        "official": (
-            official_category_scores(official_counts)
-            if official
-            else {"skipped": _official_skip_note(scheme)}
-        ),
-        "per_city": {
+        "scores": scores_from_confusion(matrix, void).to_dict(class_names),
+        ("per_city" if cityscapes else "per_group"): {
             city: {
                 "images": city_images[city],
-                **_means(scores_from_confusion(counts, void_classes)),
+                **_means(scores_from_confusion(counts, void)),
             }
             for city, counts in sorted(cities.items())
         },
         "classes": class_names,
         "confusion_matrix": matrix.tolist(),
     }
+    if cityscapes:  # the official category IoU is a Cityscapes score: absent for own data
+        metrics["official"] = (
+            official_category_scores(official_counts)
+            if official
+            else {"skipped": _official_skip_note(scheme)}
+        )
     if write_labelids is not None:
         metrics["labelids_dir"] = str(write_labelids)
 
@@ -287,7 +289,9 @@ def evaluate(
     _write_per_image(out_dir / "per_image.csv", rows, class_names)
     atomic_write_bytes(out_dir / "confusion.png", confusion_png(matrix, class_names))
     scores = metrics["scores"]
-    summary = f"mIoU {_fmt(scores['mean_iou'])}, non-void {_fmt(scores['mean_iou_non_void'])}"
+    summary = f"mIoU {_fmt(scores['mean_iou'])}"
+    if void:
+        summary += f", non-void {_fmt(scores['mean_iou_non_void'])}"
     if official:
         summary += f", official category IoU {_fmt(metrics['official']['mean_iou'])}"
     log(summary)

@@ -82,3 +82,38 @@ def sized_mask(record: dict[str, Any], key: str, scheme: str) -> str | None:
     """The copy of `key`'s `scheme` mask, or None when this size holds no such masks."""
     folder = record.get("masks", {}).get(scheme)
     return None if folder is None else f"{folder}/{key}.png"
+
+
+# ----------------------------------------------------------------------------- schemes
+# Cityscapes datasets hold "categories" (and whatever `cityseg remap` added); own datasets
+# hold one scheme, named by their top-level "default_scheme". Scheme records written by
+# own-data prepare say which classes are void; Cityscapes' categories has void as class 0.
+
+AUTO_SCHEME = "auto"
+CATEGORIES_SCHEME = "categories"
+
+
+def default_scheme(index: dict[str, Any]) -> str:
+    """The scheme a command uses when none is asked for: what the dataset was made with."""
+    named = index.get("default_scheme")
+    if isinstance(named, str):
+        return named
+    schemes = list(index.get("schemes", {}))
+    return CATEGORIES_SCHEME if CATEGORIES_SCHEME in schemes or not schemes else schemes[0]
+
+
+def resolve_scheme(index: dict[str, Any], requested: str | None) -> str:
+    return default_scheme(index) if requested in (None, AUTO_SCHEME) else str(requested)
+
+
+def void_classes(name: str, record: dict[str, Any]) -> tuple[int, ...]:
+    """Class ids left out of the non-void mean IoU (Cityscapes' void category is 0)."""
+    recorded = record.get("void_classes")
+    if isinstance(recorded, list):
+        return tuple(int(c) for c in recorded)
+    return (0,) if name == CATEGORIES_SCHEME else ()
+
+
+def is_cityscapes(index: dict[str, Any]) -> bool:
+    """Own datasets record their format; only Cityscapes ones have labelIds and cities."""
+    return index.get("source", {}).get("format", "cityscapes") == "cityscapes"

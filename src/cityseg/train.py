@@ -28,7 +28,7 @@ from cityseg.cluster import Cluster, choose_strategy, join_cluster, read_cluster
 from cityseg.config import Precision, Strategy, TrainConfig
 from cityseg.errors import CitysegError, DataError, UsageError
 from cityseg.fsutil import atomic_write_json
-from cityseg.manifest import MANIFEST_NAME, read_manifest
+from cityseg.manifest import MANIFEST_NAME, read_manifest, resolve_scheme
 
 if TYPE_CHECKING:
     from cityseg.callbacks import NanGuard, RunCheckpoints
@@ -213,6 +213,7 @@ def train(
     cluster = read_cluster()
     kind = choose_strategy(config.strategy, cluster)
     index = read_manifest(config.data)
+    config = dataclasses.replace(config, scheme=resolve_scheme(index, config.scheme))
     if config.scheme not in index.get("schemes", {}):
         raise DataError(
             f"{config.data} has no '{config.scheme}' masks; run "

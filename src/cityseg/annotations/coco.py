@@ -18,7 +18,7 @@ import numpy as np
 
 from cityseg.annotations._common import field as get_field
 from cityseg.annotations._common import load_json, number
-from cityseg.annotations.rasterise import polygon_mask
+from cityseg.annotations.rasterise import RasterStats, inside, polygon_mask
 from cityseg.annotations.rle import RleError, decode_counts, string_to_counts
 from cityseg.errors import DataError
 
@@ -39,22 +39,33 @@ class CocoDataset:
     objects: dict[int, list[tuple[int, Any, str]]]  # image id -> (class id, segmentation, key)
     skipped: Counter[str] = field(default_factory=Counter)
 
-    def mask(self, image: CocoImage) -> np.ndarray:
-        """The image's uint8 HxW class map; objects later in the file paint over earlier."""
+    def mask(self, image: CocoImage, stats: RasterStats | None = None) -> np.ndarray:
+        """The image's uint8 HxW class map; objects later in the file paint over earlier.
+
+        Polygons skipped or reaching outside the image are counted in `stats` when given
+        (one per thread when images are painted in parallel), else in `skipped`.
+        """
         out = np.zeros((image.height, image.width), np.uint8)
         for class_id, segmentation, source in self.objects.get(image.id, []):
-            out[self._object_mask(segmentation, image, source)] = class_id
+            out[self._object_mask(segmentation, image, source, stats)] = class_id
         return out
 
-    def _object_mask(self, segmentation: Any, image: CocoImage, source: str) -> np.ndarray:
+    def _object_mask(
+        self, segmentation: Any, image: CocoImage, source: str, stats: RasterStats | None
+    ) -> np.ndarray:
         h, w = image.height, image.width
         if isinstance(segmentation, list):
             mask = np.zeros((h, w), bool)
             for poly in segmentation:
                 points = _polygon(poly, source)
                 if len(points) < 3:
-                    self.skipped["polygon with fewer than 3 points"] += 1
+                    if stats is None:
+                        self.skipped["polygon with fewer than 3 points"] += 1
+                    else:
+                        stats.degenerate += 1
                     continue
+                if stats is not None and not inside(points, h, w):
+                    stats.clipped += 1
                 mask |= polygon_mask(points, h, w)
             return mask
         return _rle_mask(segmentation, image, source)

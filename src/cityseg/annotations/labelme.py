@@ -12,6 +12,7 @@ import base64
 import binascii
 import math
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,32 @@ NO_AREA = ("line", "linestrip", "point", "points")
 AREA = ("polygon", "rectangle", "circle")
 
 
-def read_labelme(path: Path, load_image_data: bool = True) -> ReadResult:
-    """Read every `*.json` under a folder (sorted), or one LabelMe file."""
-    files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+def read_labelme(
+    path: Path, load_image_data: bool = True, exclude: Sequence[Path] = ()
+) -> ReadResult:
+    """Read every `*.json` under a folder (sorted), or one LabelMe file.
+
+    Hidden files and folders, and those under `exclude` (a dataset being written inside
+    the folder, whose manifest is JSON too), are not annotations.
+    """
+    files = sorted(_annotation_files(path, exclude)) if path.is_dir() else [path]
     if not files:
         raise DataError(f"{path}: no LabelMe *.json files found")
     result = ReadResult([])
     for file in files:
         result.images.append(read_labelme_file(file, result.skipped, load_image_data))
     return result
+
+
+def _annotation_files(folder: Path, exclude: Sequence[Path]) -> list[Path]:
+    skip = [p.resolve() for p in exclude]
+    found = []
+    for file in folder.rglob("*.json"):
+        hidden = any(part.startswith(".") for part in file.relative_to(folder).parts)
+        resolved = file.resolve()
+        if not hidden and not any(s == resolved or s in resolved.parents for s in skip):
+            found.append(file)
+    return found
 
 
 def read_labelme_file(

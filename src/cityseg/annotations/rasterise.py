@@ -29,6 +29,8 @@ class RasterStats:
 
     clipped: int = 0
     degenerate: int = 0
+    first_degenerate: str | None = None
+    """Where the first skipped polygon is, so a summary line can point at an example."""
 
 
 def rasterise(
@@ -49,9 +51,10 @@ def rasterise(
         points = shape_points(region.shape)
         if len(points) < 3:
             stats.degenerate += 1
-            log.warning("%s: polygon with %d point(s) skipped", region.source, len(points))
+            stats.first_degenerate = stats.first_degenerate or region.source
+            log.debug("%s: polygon with %d point(s) skipped", region.source, len(points))
             continue
-        if not _inside(points, height, width):
+        if not inside(points, height, width):
             stats.clipped += 1
         out[polygon_mask(points, height, width)] = class_id
     return out
@@ -132,7 +135,7 @@ def _column_crossings(
     return xd[keep].astype(np.int64), rows
 
 
-def _inside(points: Sequence[Point], height: int, width: int) -> bool:
+def inside(points: Sequence[Point], height: int, width: int) -> bool:
     xy = np.asarray(points, np.float64)
     return bool((xy >= 0).all() and (xy[:, 0] <= width).all() and (xy[:, 1] <= height).all())
 

@@ -71,7 +71,7 @@ def class_attribute(all_attrs: Iterable[dict[str, Any]], chosen: str | None, whe
     if len(candidates) != 1:
         raise DataError(
             f"{where}: cannot tell which region attribute is the class (found: {found}); "
-            "name one as the class attribute"
+            "name one with --class-attr"
         )
     return candidates[0]
 

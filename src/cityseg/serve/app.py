@@ -46,7 +46,7 @@ from cityseg.bundle import read_card
 from cityseg.config import OutputFormat, ServeConfig
 from cityseg.errors import CitysegError, DataError
 from cityseg.inference import DEFAULT_PROJECT, newest_bundle
-from cityseg.manifest import SPLITS, read_manifest
+from cityseg.manifest import SPLITS, read_manifest, void_classes
 from cityseg.metrics import confusion_matrix, scores_from_confusion
 from cityseg.predict import render
 from cityseg.runtimes import model_format
@@ -722,7 +722,7 @@ def _prediction_routes(app: FastAPI, state: ServeState) -> None:
         if truth.shape != pred.shape:
             raise HTTPException(409, f"image {image_id}: mask and image differ in size")
         counts = confusion_matrix(truth, pred, len(names), state.ignore_index())
-        void = (0,) if state.scheme == CATEGORIES_SCHEME else ()
+        void = void_classes(state.scheme, state.scheme_info())
         scores = scores_from_confusion(counts, void).to_dict(names)
         return ImageMetrics(
             id=image_id,
