@@ -155,6 +155,12 @@ def remap_dataset(
 
     index = manifest.read_manifest(root)
     entries = manifest.iter_entries(index)
+    if not manifest.is_cityscapes(index) or not all("labelIds" in e for e in entries):
+        raise DataError(
+            f"{root} holds no Cityscapes labelIds to remap (it was prepared from "
+            f"{index.get('source', {}).get('format', 'another format')} annotations); "
+            "choose its classes with `cityseg prepare --classes` instead"
+        )
     mask_dir = Path("masks") / scheme.name
     jobs = []
     for entry in entries:
