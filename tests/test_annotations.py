@@ -417,12 +417,15 @@ def test_bad_labelme_and_coco_name_their_key(tmp_path: Path) -> None:
     doc["annotations"][1]["segmentation"]["counts"][0] += 1
     doc["annotations"][0]["segmentation"].append([1, 2, 3])
     coco.write_text(json.dumps(doc))
-    dataset = read_coco(coco)
+    # Reading checks every segmentation, so prepare fails before writing anything.
     with pytest.raises(DataError, match=rf"^{coco}: annotations\[0\]: a polygon must be a flat"):
-        dataset.mask(dataset.images[0])
+        read_coco(coco)
     doc["annotations"][0]["segmentation"][-1] = [1, 2, 3, 4]
     coco.write_text(json.dumps(doc))
-    dataset = read_coco(coco)
     with pytest.raises(DataError, match=rf"^{coco}: annotations\[1\]: bad RLE \(counts cover 3073"):
-        dataset.mask(dataset.images[0])
+        read_coco(coco)
+    doc["annotations"][1]["segmentation"]["counts"][0] -= 1
+    coco.write_text(json.dumps(doc))
+    dataset = read_coco(coco)
+    dataset.mask(dataset.images[0])
     assert dataset.skipped == {"polygon with fewer than 3 points": 1}

@@ -126,7 +126,7 @@ def prepare(
     ),
     palette: Path | None = typer.Option(
         None,
-        help="JSON {class: [r, g, b]}: colours for the classes (and, with --format masks, "
+        help="JSON {class: \\[r, g, b]}: colours for the classes (and, with --format masks, "
         "the colours colour masks use).",
         show_default=False,
     ),

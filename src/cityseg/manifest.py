@@ -40,6 +40,16 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def existing_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of an earlier prepare, or None: an unreadable one is rewritten anyway."""
+    if not is_dataset(root):
+        return None
+    try:
+        return read_manifest(root)
+    except DataError:
+        return None
+
+
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     atomic_write_json(root / MANIFEST_NAME, manifest)
 

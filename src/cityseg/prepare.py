@@ -118,7 +118,7 @@ def prepare_dataset(
     splits = {name: sample(items, limit, fraction, seed, name) for name, items in splits.items()}
     scheme = get_scheme(scheme_name)
 
-    previous = _previous_manifest(output)
+    previous = manifest.existing_manifest(output)
     source = {
         kind: _describe(kind, package, previous, verify, show_progress, log)
         for kind, package in (("leftImg8bit", left), (layout.folder, gt))
@@ -496,15 +496,6 @@ def summarise(output: Path, planned: dict[str, Any]) -> list[SplitSummary]:
         )
         rows.append(SplitSummary(name, len({e["city"] for e in entries}), len(entries), size))
     return rows
-
-
-def _previous_manifest(output: Path) -> dict[str, Any] | None:
-    if not manifest.is_dataset(output):
-        return None
-    try:
-        return manifest.read_manifest(output)
-    except DataError:
-        return None
 
 
 def _describe(

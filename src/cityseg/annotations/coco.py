@@ -72,7 +72,7 @@ class CocoDataset:
 
 
 def read_coco(path: Path, class_ids: Mapping[str, int] | None = None) -> CocoDataset:
-    """Read and check the file's structure; segmentations are checked when masks are made."""
+    """Read and check the file, every segmentation included; masks are made later, on demand."""
     data = load_json(path)
     where = str(path)
     categories = _categories(get_field(data, "categories", where), where)
@@ -84,18 +84,31 @@ def read_coco(path: Path, class_ids: Mapping[str, int] | None = None) -> CocoDat
         category_class[cat_id] = known[name]
     items = get_field(data, "images", where)
     images = [_image(item, f"{where}: images[{i}]") for i, item in enumerate(items)]
-    ids = {image.id for image in images}
+    by_id = {image.id: image for image in images}
     objects: dict[int, list[tuple[int, Any, str]]] = {}
     for i, ann in enumerate(get_field(data, "annotations", where)):
         source = f"{where}: annotations[{i}]"
         image_id, cat_id = get_field(ann, "image_id", source), get_field(ann, "category_id", source)
-        if image_id not in ids:
+        if image_id not in by_id:
             raise DataError(f"{source}: image_id {image_id!r} is not in 'images'")
         if cat_id not in category_class:
             raise DataError(f"{source}: category_id {cat_id!r} is not in 'categories'")
         segmentation = get_field(ann, "segmentation", source)
+        _check_segmentation(segmentation, by_id[image_id], source)
         objects.setdefault(image_id, []).append((category_class[cat_id], segmentation, source))
     return CocoDataset(images, known, objects)
+
+
+def _check_segmentation(segmentation: Any, image: CocoImage, source: str) -> None:
+    """Fail while reading, not while painting: a bad object must stop prepare before any
+    file is written. Polygons are parsed and RLE counts decoded and summed (cheap)."""
+    if isinstance(segmentation, list):
+        for poly in segmentation:
+            _polygon(poly, source)
+    elif isinstance(segmentation, dict):
+        _rle_counts(segmentation, image, source)
+    else:
+        raise DataError(f"{source}: 'segmentation' must be a list of polygons or an RLE object")
 
 
 def _categories(items: Any, where: str) -> dict[Any, str]:
@@ -124,6 +137,11 @@ def _polygon(poly: Any, source: str) -> list[tuple[float, float]]:
 
 
 def _rle_mask(rle: Any, image: CocoImage, source: str) -> np.ndarray:
+    return decode_counts(_rle_counts(rle, image, source), image.height, image.width)
+
+
+def _rle_counts(rle: Any, image: CocoImage, source: str) -> list[int]:
+    """Uncompressed counts that cover the image exactly, or a one-line error."""
     counts, size = get_field(rle, "counts", source), get_field(rle, "size", source)
     if size != [image.height, image.width]:
         expected = [image.height, image.width]
@@ -131,8 +149,16 @@ def _rle_mask(rle: Any, image: CocoImage, source: str) -> np.ndarray:
     try:
         if isinstance(counts, str):
             counts = string_to_counts(counts)
-        elif not isinstance(counts, list) or not all(isinstance(c, int) for c in counts):
+        elif not isinstance(counts, list) or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in counts
+        ):
             raise RleError("counts must be a list of integers or a compressed string")
-        return decode_counts(counts, image.height, image.width)
+        if any(c < 0 for c in counts):
+            raise RleError("counts must not be negative")
+        if sum(counts) != image.height * image.width:
+            raise RleError(
+                f"counts cover {sum(counts)} pixels, the image {image.height}x{image.width}"
+            )
+        return list(counts)
     except RleError as exc:
         raise DataError(f"{source}: bad RLE ({exc})") from exc

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from cityseg.annotations._common import load_json
 from cityseg.config import Background
 from cityseg.errors import DataError, UsageError
 
@@ -37,7 +38,7 @@ class ClassTable:
     ignore: str | None
     background: Background
     origin: str
-    """How the list was decided, for the summary line ("--classes", "first appearance")."""
+    """How the list was decided, for the summary line ("given by --classes", ...)."""
 
     @property
     def ids(self) -> dict[str, int]:
@@ -74,9 +75,10 @@ def resolve_classes(
     ignore: str | None = None,
     palette: Mapping[str, Colour] | None = None,
     background: Background = Background.cls,
+    found_order: str = "in order of first appearance",
 ) -> ClassTable:
-    """The table for labels `found` (first-appearance order) or the `given` list."""
-    origin = "--classes" if given is not None else "first appearance"
+    """The table for labels `found` (in `found_order`) or the `given` list."""
+    origin = "given by --classes" if given is not None else found_order
     names = list(given) if given is not None else list(found)
     if ignore is None:
         ignore = next((n for n in names if n in IGNORE_ALIASES), None)
@@ -121,14 +123,9 @@ def parse_class_list(value: str) -> list[str]:
 
 def read_palette(path: Path) -> dict[str, Colour]:
     """`--palette FILE`: JSON {class name: [r, g, b]}."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise UsageError(f"palette file {path} does not exist") from exc
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read ({exc})") from exc
+    if not path.is_file():
+        raise UsageError(f"palette file {path} does not exist")
+    raw = load_json(path)
     if not isinstance(raw, dict) or not raw:
         raise DataError(f"{path}: a palette must be a JSON object of name: [r, g, b]")
     return {str(name): _colour(value, f"{path}: {name}") for name, value in raw.items()}

@@ -41,7 +41,9 @@ def read_source(
     return readers[options.format](source, output, options)
 
 
-def _table(found: list[str], options: OwnDataOptions) -> ClassTable:
+def _table(
+    found: list[str], options: OwnDataOptions, order: str = "in order of first appearance"
+) -> ClassTable:
     palette = None if options.palette is None else read_palette(options.palette)
     return resolve_classes(
         found,
@@ -49,6 +51,7 @@ def _table(found: list[str], options: OwnDataOptions) -> ClassTable:
         ignore=options.ignore,
         palette=palette,
         background=options.background,
+        found_order=order,
     )
 
 
@@ -81,7 +84,7 @@ def _coco(
 ) -> tuple[Collected, ClassTable, ImageIndex]:
     annotations = options.annotations or _only_file(source, ("*.json",), "COCO instances JSON")
     index = ImageIndex(source, exclude=[output])
-    table = _table(coco_categories(annotations), options)
+    table = _table(coco_categories(annotations), options, "in the file's category order")
     return collect_coco(index, annotations, table.ids), table, index
 
 
@@ -99,10 +102,11 @@ def _masks(
         if options.classes is not None:
             return found, _table([], options), index
         count = highest_mask_id(found.samples)
-        return found, _table([f"class_{i}" for i in range(1, count + 1)], options), index
+        names = [f"class_{i}" for i in range(1, count + 1)]
+        return found, _table(names, options, "named after the ids in the masks"), index
     palette = read_palette(options.palette)
     names = [n for n in palette if n not in BACKGROUND_ALIASES]
-    table = _table(names, options)
+    table = _table(names, options, "in the palette's order")
     for name in names:
         table.check(name, f"{options.palette}")
     colours = {colour: table.ids.get(name, 0) for name, colour in palette.items()}

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from cityseg.progress import run_parallel
 
 Log = Callable[[str], None]
 PLAN_STAMP = ".cityseg-plan.json"
+STAGING = ".cityseg-staging"
 
 
 @dataclass(frozen=True)
@@ -63,22 +66,50 @@ def prepare_own(
     _report_reading(found, table, index, options, log)
     keys = dataset_keys(sample.name for sample in found.samples)
     planned = _plan(source, found, table, keys, options)
-    sized.record_sizes(planned, [*sized.recorded_sizes(_previous(output)), *sizes])
-    jobs = [_job(output, s, keys[s.name], DEFAULTS.scheme) for s in found.samples]
-    previous = _previous(output)
-    if previous is not None and _comparable(previous) == _comparable(planned):
-        if all(_done(job) for job in jobs):
-            if sized.copies_present(output, planned):
-                return _report(output, True, planned)
-    check_samples(found.samples, workers)
-    resume = _claim(output, planned, previous)
+    previous = manifest.existing_manifest(output)
+    if previous is None and (output / STAGING / PLAN_STAMP).is_file():
+        _finish_swap(output / STAGING, output)  # an earlier run stopped while swapping
+    sized.record_sizes(planned, [*sized.recorded_sizes(previous), *sizes])
+    final = [_job(output, s, keys[s.name]) for s in found.samples]
+    if _same_files(previous, planned) and all(_done(job) for job in final):
+        if sized.copies_present(output, planned):
+            return _report(output, True, planned)
+        return _finish(output, planned, workers, show_progress, overwrite=False)
+    check_samples(found.samples, table, workers)
+    _check_output(output, planned, previous)
+    # A dataset already there stays whole until the new files are all written: they go to
+    # a staging folder first, then replace the old ones.
+    root = output if previous is None else output / STAGING
+    resume = _claim(root, planned)
+    jobs = [_job(root, s, keys[s.name]) for s in found.samples]
     stats = _write(jobs, table, resume, workers, show_progress)
     _report_writing(stats, log)
-    sized.write_copies(
-        sized.plan_copies(output, planned), workers=workers, show_progress=show_progress
-    )
+    if root != output:
+        (output / manifest.MANIFEST_NAME).unlink(missing_ok=True)
+        _finish_swap(root, output)
+    return _finish(output, planned, workers, show_progress, overwrite=not resume or root != output)
+
+
+def _finish(
+    output: Path,
+    planned: dict[str, Any],
+    workers: int | None,
+    show_progress: bool,
+    *,
+    overwrite: bool,
+) -> PrepareReport:
+    """Training-size copies, then the manifest: the last write, which makes it a dataset."""
+    copies = sized.plan_copies(output, planned, overwrite=overwrite)
+    sized.write_copies(copies, workers=workers, show_progress=show_progress)
     manifest.write_manifest(output, planned)
     return _report(output, False, planned)
+
+
+def _same_files(previous: dict[str, Any] | None, planned: dict[str, Any]) -> bool:
+    """Whether the images and masks would come out the same (sizes may differ)."""
+    if previous is None:
+        return False
+    return _comparable(previous, manifest.SIZED) == _comparable(planned, manifest.SIZED)
 
 
 def _report_reading(
@@ -87,8 +118,10 @@ def _report_reading(
     if not found.samples:
         raise DataError("no annotated image was found; check SOURCE and --annotations")
     named = ", ".join(f"{i} {name}" for i, name in enumerate(table.names))
-    how = "given by --classes" if options.classes is not None else "in order of first appearance"
-    log(f"classes ({how}): {named}" + (f"; ignored: {table.ignore}" if table.ignore else ""))
+    log(
+        f"classes ({table.origin}): {named}"
+        + (f"; ignored: {table.ignore}" if table.ignore else "")
+    )
     if found.missing:
         log(
             f"warning: {len(found.missing)} annotated image(s) not found under {index.root}, "
@@ -116,8 +149,9 @@ def _report_writing(stats: list[RasterStats], log: Log) -> None:
         log(f"note: {clipped} region(s) reached outside their image and were clipped to it")
 
 
-def _job(output: Path, sample: Sample, key: str, scheme: str) -> _Job:
-    return _Job(sample, key, output / f"images/{key}.png", output / f"masks/{scheme}/{key}.png")
+def _job(root: Path, sample: Sample, key: str) -> _Job:
+    scheme = DEFAULTS.scheme
+    return _Job(sample, key, root / f"images/{key}.png", root / f"masks/{scheme}/{key}.png")
 
 
 def _plan(
@@ -181,8 +215,8 @@ def _source_record(source: Path, found: Collected, options: OwnDataOptions) -> d
     }
 
 
-def _comparable(index: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in index.items() if k != "created_by"}
+def _comparable(index: dict[str, Any], *also: str) -> dict[str, Any]:
+    return {k: v for k, v in index.items() if k not in ("created_by", *also)}
 
 
 def _plan_digest(planned: dict[str, Any]) -> str:
@@ -190,35 +224,40 @@ def _plan_digest(planned: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _previous(output: Path) -> dict[str, Any] | None:
-    if not manifest.is_dataset(output):
-        return None
-    try:
-        return manifest.read_manifest(output)
-    except DataError:
-        return None
-
-
-def _claim(output: Path, planned: dict[str, Any], previous: dict[str, Any] | None) -> bool:
-    """Take `output` for this plan; True when files already there are this plan's (resume)."""
-    stamp = output / PLAN_STAMP
+def _check_output(output: Path, planned: dict[str, Any], previous: dict[str, Any] | None) -> None:
+    """Never write into someone else's folder or over a dataset of other data."""
     if previous is not None and previous.get("source", {}).get("path") != planned["source"]["path"]:
         raise UsageError(
             f"{output} holds a dataset prepared from other data; choose another -o or delete it"
         )
-    if previous is None and not stamp.is_file() and output.is_dir() and any(output.iterdir()):
+    fresh = previous is None and not (output / PLAN_STAMP).is_file()
+    if fresh and output.is_dir() and any(output.iterdir()):
         raise UsageError(f"{output} is not empty and not a cityseg dataset; choose another -o")
+
+
+def _claim(root: Path, planned: dict[str, Any]) -> bool:
+    """Stamp `root` with this plan; True when the files there are this plan's (resume)."""
+    stamp = root / PLAN_STAMP
     digest = _plan_digest(planned)
     try:
         resume = json.loads(stamp.read_text()).get("plan") == digest
     except (OSError, ValueError, AttributeError):
         resume = False
-    if not resume:
-        (output / manifest.MANIFEST_NAME).unlink(missing_ok=True)
-    output.mkdir(parents=True, exist_ok=True)
-    remove_stale_parts(output)
+    root.mkdir(parents=True, exist_ok=True)
+    remove_stale_parts(root)
     atomic_write_json(stamp, {"plan": digest})
     return resume
+
+
+def _finish_swap(staging: Path, output: Path) -> None:
+    """Move the staged files over the old dataset's (its manifest is already gone, so an
+    interruption here is finished by the next run: the staged files are all complete)."""
+    atomic_write_json(output / PLAN_STAMP, json.loads((staging / PLAN_STAMP).read_text()))
+    for staged in sorted(p for p in staging.rglob("*.png") if p.is_file()):
+        target = output / staged.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target)
+    shutil.rmtree(staging)
 
 
 def _write(

@@ -11,12 +11,15 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from cityseg.annotations.rasterise import RasterStats
 from cityseg.config import default_workers
 from cityseg.errors import DataError
+from cityseg.owndata.classes import ClassTable
 from cityseg.owndata.options import DEFAULTS
 from cityseg.owndata.samples import FileMask, Sample
 
@@ -41,8 +44,9 @@ def upright_size(source: Path | bytes, name: str) -> tuple[int, int]:
     return (width, height) if turned else (height, width)
 
 
-def check_sample(sample: Sample) -> None:
-    """The image is readable; the annotation's stated size and a mask file's size fit it."""
+def check_sample(sample: Sample, table: ClassTable) -> None:
+    """The image is readable; the annotation's stated size and a mask file's size fit it;
+    a mask file holds only known ids or palette colours (decoded: masks are small)."""
     source = sample.image if sample.image is not None else sample.image_data
     assert source is not None
     height, width = upright_size(source, sample.name)
@@ -61,11 +65,10 @@ def check_sample(sample: Sample) -> None:
                 f"{sample.mask.path} is {mask_size[1]}x{mask_size[0]} but its image "
                 f"{sample.name} is {width}x{height}"
             )
+        sample.mask.make(height, width, table, RasterStats())
 
 
-def check_samples(samples: Sequence[Sample], workers: int | None) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
+def check_samples(samples: Sequence[Sample], table: ClassTable, workers: int | None) -> None:
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for _ in pool.map(check_sample, samples):
+        for _ in pool.map(lambda sample: check_sample(sample, table), samples):
             pass
