@@ -18,11 +18,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cityseg.benchmark import benchmark_models
 from cityseg.demo import run_demo
-from cityseg.export import export_model
-from cityseg.runtimes import EXPORT_FORMATS
-from cityseg.train import parse_size
+from cityseg.deploy.benchmark import benchmark_models
+from cityseg.deploy.export import export_model
+from cityseg.inference.runtimes import EXPORT_FORMATS
+from cityseg.runs import parse_size
 
 
 def main() -> None:

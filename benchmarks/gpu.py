@@ -6,10 +6,11 @@ in about 5 minutes of device time including TensorFlow's start, XLA compilation 
 cuDNN autotuning. Every stage prints a progress line and rewrites the JSON report
 (`--out`), so a run killed by a timeout still leaves the figures it reached.
 
-train      `cityseg.train.train()` itself, the path `cityseg train` runs: FPN-EfficientNetB0
-           at 512x1024, batch 8, `--precision mixed`, weights none (nothing downloads), on
-           synthetic scenes that cityseg.synthetic writes at the training size (so decoding
-           is cheap and no resize happens) and cityseg.prepare prepares, aug none, with a
+train      `cityseg.training.train.train()` itself, the path `cityseg train` runs:
+           FPN-EfficientNetB0 at 512x1024, batch 8, `--precision mixed`, weights none (nothing
+           downloads), on
+           synthetic scenes that cityseg.dataset.synthetic writes at the training size (so decoding
+           is cheap and no resize happens) and cityseg.dataset.prepare prepares, aug none, with a
            val split of one batch as a real run has. Two epochs of --steps steps each.
            Timing: a callback passed through train()'s `callbacks=` stamps the clock at
            each step's end. Keras converts a
@@ -43,7 +44,7 @@ mirrored   with two or more GPUs, the same run under `--strategy mirrored` with 
 predict    the trained last/ bundle rebuilt with a 1024x2048 input (FPN is fully
            convolutional; `runtimes.open_model(size=...)`), so this is the model alone at
            full Cityscapes size, not the Predictor's resize from 512x1024 and no PNG work.
-           Timed with `cityseg benchmark`'s protocol (cityseg.benchmark: warm-up calls,
+           Timed with `cityseg benchmark`'s protocol (cityseg.deploy.benchmark: warm-up calls,
            then timed calls of one batch each) for the Keras bundle in float32 (what
            `cityseg predict` runs), its `cityseg export` SavedModel, and the Keras model
            rebuilt under mixed_float16. TF-TRT is not in TensorFlow 2.21's wheels and
@@ -82,7 +83,8 @@ from unittest import mock
 import numpy as np
 
 from cityseg.fsutil import atomic_write_json
-from cityseg.train import package_versions, parse_size
+from cityseg.runs import parse_size
+from cityseg.training.train import package_versions
 
 STARTED = time.perf_counter()
 DEVICES = re.compile(r"devices: (\d+) replica\(s\) \((\w+)\)")
@@ -226,9 +228,9 @@ def write_dataset(work: Path, size: tuple[int, int], steps: int, batch: int) -> 
     training size: one city per batch, as prepare splits train/val by whole cities, and
     val_ratio 1/cities makes it pick one city. One pass over train is one epoch, so
     Keras restarts the data at each epoch instead of running out."""
-    from cityseg.manifest import read_manifest
-    from cityseg.prepare import prepare_dataset
-    from cityseg.synthetic import SyntheticSpec, write_raw_dataset
+    from cityseg.dataset.manifest import read_manifest
+    from cityseg.dataset.prepare import prepare_dataset
+    from cityseg.dataset.synthetic import SyntheticSpec, write_raw_dataset
 
     cities = tuple(f"city{number}" for number in range(steps + 1))
     spec = SyntheticSpec(
@@ -342,7 +344,7 @@ def train_once(
     """One train() call with the step timer, its figures into `section`. If it fails,
     the section still gets the policy and the log, which say how far it got."""
     from cityseg._tf import GPUS, tf
-    from cityseg.train import train
+    from cityseg.training.train import train
 
     xla = xla or settings.xla
     config = train_config(data, work, settings, replicas, mirrored, xla)
@@ -391,7 +393,7 @@ def summarise(
     config: Any,
     warmup: int,
 ) -> dict[str, Any]:
-    from cityseg.parity import latency_summary
+    from cityseg.deploy.parity import latency_summary
 
     intervals = step_intervals(record.steps, warmup)
     devices = next((DEVICES.match(message) for _, message in lines if DEVICES.match(message)), None)
@@ -452,7 +454,7 @@ def epoch_losses(path: Path) -> list[float]:
 
 def input_rate(data: Path, settings: Settings) -> dict[str, Any]:
     """The training pipeline with nothing consuming it: one pass to warm, one timed."""
-    from cityseg.data import DataConfig, make_dataset
+    from cityseg.training.pipeline import DataConfig, make_dataset
 
     height, width = settings.train_size
     config = DataConfig(height=height, width=width, batch_size=settings.batch, aug=settings.aug)
@@ -491,8 +493,8 @@ def predict_stage(section: dict[str, Any], bundle: Path, settings: Settings, wor
     """Each model is opened once and timed at every batch size with `cityseg benchmark`'s
     own `time_model` (warm-up calls, then timed calls), on its input frame."""
     from cityseg._tf import GPUS, tf
-    from cityseg.benchmark import describe_compute, time_model
-    from cityseg.export import export_model
+    from cityseg.deploy.benchmark import describe_compute, time_model
+    from cityseg.deploy.export import export_model
 
     size = settings.predict_size
     section.update(
@@ -521,8 +523,8 @@ def predict_models(bundle: Path, exported: Path, size: tuple[int, int]) -> dict[
     """The Keras bundle as `cityseg predict` builds it (float32), its SavedModel, and the
     Keras model built under mixed_float16 (its softmax stays float32)."""
     from cityseg.config import Precision
-    from cityseg.runtimes import open_model
-    from cityseg.train import precision_policy
+    from cityseg.inference.runtimes import open_model
+    from cityseg.training.train import precision_policy
 
     keras_model = open_model(bundle, size=size)
     saved = open_model(exported)
@@ -537,7 +539,7 @@ def predict_models(bundle: Path, exported: Path, size: tuple[int, int]) -> dict[
 
 def frame(size: tuple[int, int], batch: int) -> np.ndarray:
     """`cityseg benchmark`'s input: one synthetic street scene, repeated `batch` times."""
-    from cityseg.synthetic import draw_scene
+    from cityseg.dataset.synthetic import draw_scene
 
     scene = draw_scene(np.random.default_rng(0), *size)
     return np.repeat(scene.image[None].astype(np.float32), batch, axis=0)
@@ -757,7 +759,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
 def check_model(settings: Settings) -> str | None:
     """An unknown backbone or a size the model cannot take, before any stage spends time."""
     from cityseg.errors import CitysegError
-    from cityseg.models import check_size
+    from cityseg.training.models import check_size
 
     try:
         for height, width in (settings.train_size, settings.predict_size):

@@ -37,18 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cityseg.data import (
-    DataConfig,
-    build_augmentation,
-    make_dataset,
-    resize_image,
-    resize_mask,
-    split_entries,
-)
-from cityseg.images import read_image, read_mask
-from cityseg.manifest import MANIFEST_NAME, iter_entries, read_manifest, sized_record
-from cityseg.prepare import prepare_dataset
-from cityseg.synthetic import SyntheticSpec, write_raw_dataset
+from cityseg.dataset.entries import split_entries
+from cityseg.dataset.manifest import MANIFEST_NAME, iter_entries, read_manifest, sized_record
+from cityseg.dataset.prepare import prepare_dataset
+from cityseg.dataset.synthetic import SyntheticSpec, write_raw_dataset
+from cityseg.images import read_image, read_mask, resize_image, resize_mask
+from cityseg.training.augment import build_augmentation
+from cityseg.training.pipeline import DataConfig, make_dataset
 
 TRAIN_CITIES = ("aachen", "bochum", "bremen", "cologne", "darmstadt")
 Rate = tuple[float, float]

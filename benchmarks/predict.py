@@ -2,7 +2,7 @@
 
 For each architecture (efficientnetb0 encoder, random weights: speed does not depend on
 the weights' values) and each model input size, a Predictor runs on 1024x2048 PNGs drawn
-by cityseg.synthetic, one image per call, split into the stages predict runs:
+by cityseg.dataset.synthetic, one image per call, split into the stages predict runs:
 
     decode        PNG bytes -> RGB uint8                     (images.decode_image)
     pre-process   resize to the model's size + float32 batch (data.resize_image)
@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cityseg.data import resize_image
-from cityseg.images import colourise, decode_image, encode_png
-from cityseg.inference import Predictor, labels_at
-from cityseg.models import ModelSpec, build_model, categories_card
-from cityseg.runtimes import KerasRuntime, LoadedModel
-from cityseg.synthetic import draw_scene
+from cityseg.dataset.synthetic import draw_scene
+from cityseg.images import colourise, decode_image, encode_png, resize_image
+from cityseg.inference.predictor import Predictor, labels_at
+from cityseg.inference.runtimes import KerasRuntime, LoadedModel
+from cityseg.training.models import ModelSpec, build_model, categories_card
 
 STAGES = ("decode", "pre-process", "model", "post-process", "encode")
 

@@ -1,7 +1,7 @@
 """Remap speed: the 256-entry lookup table against `np.vectorize` over a dict.
 
 The baseline is what the earlier notebooks did. Both run in this process on the same
-1024x2048 labelIds masks (Cityscapes' size, drawn by cityseg.synthetic), so the ratios
+1024x2048 labelIds masks (Cityscapes' size, drawn by cityseg.dataset.synthetic), so the ratios
 hold on any machine even when absolute times do not. Targets: >= 50x on the array,
 >= 5x end to end per file (PNG read + remap + PNG write).
 
@@ -19,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cityseg import labels
-from cityseg.remap import RemapJob, remap_array, remap_file, run_jobs
-from cityseg.schemes import CATEGORIES
-from cityseg.synthetic import draw_scene
+from cityseg.dataset import labels
+from cityseg.dataset.remap import RemapJob, remap_array, remap_file, run_jobs
+from cityseg.dataset.schemes import CATEGORIES
+from cityseg.dataset.synthetic import draw_scene
 
 LABEL_TO_CATEGORY = {label.id: label.category_id for label in labels.PNG_LABELS}
 

@@ -1,7 +1,8 @@
 """What the HTTP layer of `cityseg serve` adds to a prediction, under a bounded local load.
 
-Three ways to get the same mask for the same synthetic PNG (drawn by cityseg.synthetic), each
-with the same closed-loop load: `--concurrency` workers, `--requests` requests in all:
+Three ways to get the same mask for the same synthetic PNG (drawn by
+cityseg.dataset.synthetic), each with the same closed-loop load: `--concurrency` workers,
+`--requests` requests in all:
 
     http     a real `cityseg serve --model M` process (uvicorn, one worker) on a free
              127.0.0.1 port; each worker thread POSTs the PNG bytes to /predict over its own
@@ -54,13 +55,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from cityseg.bundle import save_bundle
 from cityseg.config import OutputFormat
+from cityseg.dataset.synthetic import draw_scene
 from cityseg.images import decode_image, encode_png
-from cityseg.inference import load_predictor
-from cityseg.models import ModelSpec, build_model, categories_card
-from cityseg.predict import render
-from cityseg.synthetic import draw_scene
+from cityseg.inference.bundle import save_bundle
+from cityseg.inference.predictor import load_predictor
+from cityseg.inference.render import render
+from cityseg.training.models import ModelSpec, build_model, categories_card
 
 TARGET_P95_OVERHEAD_MS = 30.0
 

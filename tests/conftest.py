@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cityseg.cli import run
-from cityseg.prepare import prepare_dataset
-from cityseg.synthetic import RawDataset, SyntheticSpec, write_raw_dataset
+from cityseg.dataset.prepare import prepare_dataset
+from cityseg.dataset.synthetic import RawDataset, SyntheticSpec, write_raw_dataset
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -66,8 +66,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, raw_dataset: RawDataset) 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real, untrained 8-category bundle that is quick to build (PSPNet-ResNet18, 48x96)."""
-    from cityseg.bundle import save_bundle
-    from cityseg.models import ModelSpec, build_model, categories_card
+    from cityseg.inference.bundle import save_bundle
+    from cityseg.training.models import ModelSpec, build_model, categories_card
 
     spec = ModelSpec(arch="pspnet", backbone="resnet18", height=48, width=96, weights="none")
     card = {**categories_card(spec), "training": {"run": "tiny", "best": {"val_miou": 0.5}}}
@@ -111,7 +111,7 @@ def parity_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(train_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished FPN-EfficientNetB0 run on `train_data` (its best/ has really learnt)."""
     from cityseg.config import TrainConfig
-    from cityseg.train import train
+    from cityseg.training.train import train
 
     config = TrainConfig(
         data=train_data,

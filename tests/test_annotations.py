@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from cityseg.annotations.coco import read_coco
-from cityseg.annotations.labelme import read_labelme
-from cityseg.annotations.rasterise import RasterStats, polygon_mask, rasterise
-from cityseg.annotations.shapes import Circle, Ellipse, Polygon, Rect, Region
-from cityseg.annotations.via import CSV_COLUMNS, read_via
+from cityseg.dataset.annotations.coco import read_coco
+from cityseg.dataset.annotations.labelme import read_labelme
+from cityseg.dataset.annotations.rasterise import RasterStats, polygon_mask, rasterise
+from cityseg.dataset.annotations.shapes import Circle, Ellipse, Polygon, Rect, Region
+from cityseg.dataset.annotations.via import CSV_COLUMNS, read_via
 from cityseg.errors import DataError
 
 # pycocotools (the reference) calls numpy's __array__ the pre-2.0 way.

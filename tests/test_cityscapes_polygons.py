@@ -15,20 +15,20 @@ import pytest
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 from PIL import Image
 
-from cityseg.annotations.cityscapes_polygons import (
+from cityseg.config import GroundTruth, LabelSource
+from cityseg.dataset.annotations.cityscapes_polygons import (
     parse_polygons,
     polygons_to_label_ids,
     rasterise_annotation,
     read_polygons_file,
 )
-from cityseg.config import GroundTruth, LabelSource
+from cityseg.dataset.manifest import iter_entries, read_manifest
+from cityseg.dataset.prepare import prepare_dataset
+from cityseg.dataset.remap import remap_array
+from cityseg.dataset.schemes import get_scheme
+from cityseg.dataset.synthetic import RawDataset
 from cityseg.errors import DataError, UsageError
 from cityseg.images import read_mask
-from cityseg.manifest import iter_entries, read_manifest
-from cityseg.prepare import prepare_dataset
-from cityseg.remap import remap_array
-from cityseg.schemes import get_scheme
-from cityseg.synthetic import RawDataset
 
 FINE = "gtFine_trainvaltest.zip"
 LEFT = "leftImg8bit_trainvaltest.zip"

@@ -12,17 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cityseg.data import (
-    AUG_PRESETS,
-    DataConfig,
-    build_augmentation,
-    class_pixel_counts,
-    make_dataset,
-    split_entries,
-    steps_per_epoch,
-)
+from cityseg.dataset.entries import class_pixel_counts, split_entries
+from cityseg.dataset.manifest import read_manifest
 from cityseg.errors import DataError, UsageError
-from cityseg.manifest import read_manifest
+from cityseg.training.augment import AUG_PRESETS, build_augmentation
+from cityseg.training.pipeline import DataConfig, make_dataset, steps_per_epoch
 
 SMALL = DataConfig(height=32, width=64, batch_size=3, aug="none")
 """Half the fixture's 64x128: an exact 2x step, where every resize convention is defined."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cityseg.manifest import read_manifest
+from cityseg.dataset.manifest import read_manifest
 
 
 def test_demo_data_only_writes_the_two_zips(tmp_path: Path, cli) -> None:

@@ -1,4 +1,4 @@
-"""`cityseg.evaluate`: our scores, the official category score, and agreement with
+"""`cityseg.evaluation.evaluate`: our scores, the official category score, and agreement with
 cityscapesScripts' own evaluator on the labelIds files we write for it."""
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cityseg import labels
+from cityseg.dataset import labels
+from cityseg.dataset.manifest import read_manifest
 from cityseg.errors import DataError, UsageError
-from cityseg.evaluate import (
+from cityseg.evaluation.evaluate import (
     evaluate,
     official_category_confusion,
     official_category_scores,
 )
 from cityseg.images import read_mask, write_mask
-from cityseg.manifest import read_manifest
 
 SPLIT = "test"
 
@@ -237,7 +237,7 @@ def test_predictions_path_does_not_import_tensorflow(prepared: Path, tmp_path: P
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from cityseg.evaluate import evaluate\n"
+        "from cityseg.evaluation.evaluate import evaluate\n"
         f"evaluate(predictions=Path({str(predictions)!r}), data=Path({str(prepared)!r}),\n"
         f"         project=Path({str(tmp_path / 'runs')!r}), show_progress=False)\n"
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
@@ -251,8 +251,8 @@ def test_predictions_path_does_not_import_tensorflow(prepared: Path, tmp_path: P
 
 @pytest.mark.slow
 def test_model_run(prepared: Path, tmp_path: Path) -> None:
-    from cityseg.bundle import save_bundle
-    from cityseg.models import ModelSpec, build_model, card_fields
+    from cityseg.inference.bundle import save_bundle
+    from cityseg.training.models import ModelSpec, build_model, card_fields
 
     spec = ModelSpec(
         arch="pspnet", backbone="resnet18", num_classes=8, height=48, width=96, weights="none"
@@ -298,7 +298,7 @@ def test_cli_scores_predictions_and_prints_the_official_iou(
 ) -> None:
     import shutil
 
-    from cityseg.manifest import read_manifest
+    from cityseg.dataset.manifest import read_manifest
 
     predictions = tmp_path / "pred"
     predictions.mkdir()

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cityseg.dataset.manifest import read_manifest
 from cityseg.errors import CitysegError, UsageError
 from cityseg.images import read_image, read_mask
-from cityseg.manifest import read_manifest
-from cityseg.runtimes import EXPORT_FORMATS
+from cityseg.inference.runtimes import EXPORT_FORMATS
 from serving import wait_ready
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,7 @@ def test_each_format_passes_its_parity_report(
 def test_float_exports_give_the_keras_probabilities(
     exports: dict[str, Path], trained_run: Path, train_data: Path
 ) -> None:
-    from cityseg.inference import load_predictor
+    from cityseg.inference.predictor import load_predictor
 
     entry = read_manifest(train_data)["splits"]["val"][0]
     image = read_image(train_data / entry["image"])
@@ -145,7 +145,7 @@ def test_benchmark_times_every_runtime(
 
 
 def test_an_export_runs_only_at_its_size(exports: dict[str, Path]) -> None:
-    from cityseg.runtimes import open_model
+    from cityseg.inference.runtimes import open_model
 
     with pytest.raises(CitysegError, match="re-export it with `cityseg export --size 128x256`"):
         open_model(exports["tflite"], size=(128, 256))
@@ -197,7 +197,7 @@ def test_export_never_replaces_a_foreign_folder(tiny_bundle: Path, tmp_path: Pat
 
 
 def test_export_of_an_export_is_refused(exports: dict[str, Path]) -> None:
-    from cityseg.export import export_model
+    from cityseg.deploy.export import export_model
 
     with pytest.raises(UsageError, match="already an export"):
         export_model(exports["onnx"], "tflite", parity=0)
@@ -206,7 +206,7 @@ def test_export_of_an_export_is_refused(exports: dict[str, Path]) -> None:
 def test_onnx_without_tf2onnx_says_how_to_install(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cityseg.export import export_model
+    from cityseg.deploy.export import export_model
 
     monkeypatch.setitem(sys.modules, "tf2onnx", None)
     with pytest.raises(CitysegError, match=r"pip install 'cityseg\[onnx\]'"):

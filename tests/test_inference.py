@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cityseg.errors import CitysegError
-from cityseg.inference import labels_at, newest_bundle, resize_probabilities
+from cityseg.inference.predictor import labels_at, newest_bundle, resize_probabilities
 
 
 def fake_bundle(run: Path, mtime: int) -> Path:

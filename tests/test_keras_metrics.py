@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from cityseg._tf import keras, tf
-from cityseg.keras_metrics import StreamingMeanIoU
-from cityseg.metrics import confusion_matrix, scores_from_confusion
+from cityseg.evaluation.metrics import confusion_matrix, scores_from_confusion
+from cityseg.training.keras_metrics import StreamingMeanIoU
 
 
 def _probs(ids: np.ndarray, num_classes: int) -> np.ndarray:
@@ -130,8 +130,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from cityseg.keras_metrics import StreamingMeanIoU
-    from cityseg.metrics import confusion_matrix, scores_from_confusion
+    from cityseg.training.keras_metrics import StreamingMeanIoU
+    from cityseg.evaluation.metrics import confusion_matrix, scores_from_confusion
 
     rng = np.random.default_rng(2)
     x = rng.random((8, 4, 4, 2)).astype(np.float32)

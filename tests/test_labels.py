@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers import labels as cs
 
-from cityseg import labels
+from cityseg.dataset import labels
 
 
 @pytest.mark.parametrize("reference", cs.labels, ids=lambda label: label.name)

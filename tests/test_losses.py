@@ -13,7 +13,7 @@ import pytest
 
 from cityseg._tf import tf
 from cityseg.errors import UsageError
-from cityseg.losses import DEFAULT_LOSS, LOSSES, class_weights_from_counts, get_loss
+from cityseg.training.losses import DEFAULT_LOSS, LOSSES, class_weights_from_counts, get_loss
 
 C = 4
 
@@ -216,7 +216,7 @@ def test_class_weights_need_no_tensorflow() -> None:
     script = textwrap.dedent(
         """
         import json, sys
-        from cityseg.losses import class_weights_from_counts
+        from cityseg.training.losses import class_weights_from_counts
         weights = class_weights_from_counts([1, 2, 3]).tolist()
         print(json.dumps({"tf": "tensorflow" in sys.modules, "weights": weights}))
         """

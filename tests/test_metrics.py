@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
-from cityseg.metrics import (
+from cityseg.dataset.schemes import CATEGORIES
+from cityseg.evaluation.metrics import (
     ConfusionMatrix,
     SegmentationScores,
     confusion_matrix,
     scores_from_confusion,
 )
-from cityseg.schemes import CATEGORIES
 
 # Ten pixels, three classes; the last truth pixel (255) is ignored.
 # (truth, prediction) pairs: (0,0) (0,0) (0,1) (1,1) (1,2) (2,2) (2,2) (2,0) (2,1) (255,0)

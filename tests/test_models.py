@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cityseg import models
 from cityseg._tf import keras, sm
 from cityseg.errors import CitysegError, UsageError
-from cityseg.losses import get_loss
-from cityseg.models import ARCHS, ModelSpec, build_model, check_size, required_stride
+from cityseg.training import models
+from cityseg.training.losses import get_loss
+from cityseg.training.models import ARCHS, ModelSpec, build_model, check_size, required_stride
 
 # Keras' own weight accessors trip numpy 2's copy-keyword deprecation; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -151,7 +151,7 @@ def test_importing_models_does_not_import_tensorflow() -> None:
     script = textwrap.dedent(
         """
         import json, sys
-        from cityseg.models import ModelSpec, validate_spec
+        from cityseg.training.models import ModelSpec, validate_spec
         validate_spec(ModelSpec())
         print(json.dumps("tensorflow" in sys.modules))
         """

@@ -19,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityseg.cluster import Cluster, choose_strategy, read_cluster
 from cityseg.config import Strategy
 from cityseg.errors import UsageError
+from cityseg.training.cluster import Cluster, choose_strategy, read_cluster
 from serving import free_port
 
 WORKER = """
 import json, os, signal, sys
 from pathlib import Path
 import numpy as np
-import cityseg.train as train_module
+import cityseg.training.train as train_module
 from cityseg._tf import keras
 from cityseg.cli import run
 
@@ -134,10 +134,10 @@ def test_two_workers_train_resume_and_end_with_identical_weights(
 
 def assert_val_miou_is_over_the_whole_split(run_dir: Path, data: Path, logged: float) -> None:
     """Each worker scored half of val; their sum must equal scoring all of it at once."""
-    from cityseg.bundle import load_bundle
-    from cityseg.data import DataConfig, make_dataset
-    from cityseg.metrics import ConfusionMatrix
-    from cityseg.models import build_from_card
+    from cityseg.evaluation.metrics import ConfusionMatrix
+    from cityseg.inference.bundle import load_bundle
+    from cityseg.training.models import build_from_card
+    from cityseg.training.pipeline import DataConfig, make_dataset
 
     bundle = load_bundle(run_dir / "last", build_from_card)
     config = DataConfig(height=48, width=96, batch_size=2, aug="none", scheme="categories")

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityseg.data import split_entries
+from cityseg.dataset.entries import split_entries
+from cityseg.dataset.manifest import read_manifest
 from cityseg.images import read_mask, write_mask
-from cityseg.manifest import read_manifest
 from test_owndata_formats import photo, via_csv
 
 

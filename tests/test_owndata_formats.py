@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from cityseg.dataset.manifest import read_manifest
 from cityseg.images import read_image, read_mask
-from cityseg.manifest import read_manifest
 
 VIA_HEADER = [
     "filename",

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cityseg.dataset.manifest import read_manifest
 from cityseg.images import read_image, read_mask
-from cityseg.manifest import read_manifest
 from serving import free_port
 
 pytestmark = pytest.mark.slow

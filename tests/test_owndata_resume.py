@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-import cityseg.owndata.prepare as own_prepare
+import cityseg.dataset.own.prepare as own_prepare
+from cityseg.dataset.manifest import read_manifest
 from cityseg.errors import DataError
 from cityseg.images import read_mask
-from cityseg.manifest import read_manifest
 from test_owndata_formats import photo, via_csv
 
 

@@ -1,4 +1,4 @@
-"""`cityseg.predict`: inputs, formats, bad files and the legend.
+"""`cityseg.inference.predict`: inputs, formats, bad files and the legend.
 
 One tiny bundle (PSPNet-resnet18 at 48x96, random weights) is built once for the module:
 the tests check plumbing (sizes, names, formats, failures), which random weights exercise
@@ -12,18 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityseg import labels
+from cityseg.config import OutputFormat
+from cityseg.dataset import labels
+from cityseg.dataset.synthetic import draw_scene
 from cityseg.errors import DataError, UsageError
 from cityseg.images import decode_mask, read_image, read_mask, write_mask, write_rgb
-from cityseg.predict import (
-    OutputFormat,
-    PredictReport,
-    draw_legend,
-    legend_box,
-    predict_paths,
-    render,
-)
-from cityseg.synthetic import draw_scene
+from cityseg.inference.predict import PredictReport, predict_paths
+from cityseg.inference.render import draw_legend, legend_box, render
 
 NAMES = list(labels.CATEGORY_NAMES)
 PALETTE = labels.CATEGORY_PALETTE

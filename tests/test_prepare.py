@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers import labels as cs
 
-from cityseg import prepare as prepare_module
+from cityseg.dataset import prepare as prepare_module
+from cityseg.dataset.manifest import iter_entries, read_manifest
+from cityseg.dataset.prepare import choose_val_cities, prepare_dataset
+from cityseg.dataset.synthetic import RawDataset
 from cityseg.errors import DataError, UnsafeArchiveError
-from cityseg.manifest import iter_entries, read_manifest
-from cityseg.prepare import choose_val_cities, prepare_dataset
-from cityseg.synthetic import RawDataset
 
 LEFT = "leftImg8bit_trainvaltest.zip"
 FINE = "gtFine_trainvaltest.zip"

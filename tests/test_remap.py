@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers import labels as cs
 
-from cityseg import labels
 from cityseg.config import UnknownPolicy
+from cityseg.dataset import labels
+from cityseg.dataset.manifest import read_manifest
+from cityseg.dataset.remap import remap_array
+from cityseg.dataset.schemes import CATEGORIES, TRAIN_IDS, get_scheme
 from cityseg.errors import DataError, UnknownLabelError, UsageError
-from cityseg.manifest import read_manifest
-from cityseg.remap import remap_array
-from cityseg.schemes import CATEGORIES, TRAIN_IDS, get_scheme
 
 
 def every_label_id_mask() -> np.ndarray:

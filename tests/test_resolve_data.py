@@ -120,7 +120,7 @@ def test_export_and_serve_use_the_newest_runs_dataset(
         seen.update(model=model, data=kwargs["data"])
         return []
 
-    monkeypatch.setattr("cityseg.export.export_model", fake_export)
+    monkeypatch.setattr("cityseg.deploy.export.export_model", fake_export)
     result = cli("export", "-f", "tflite-int8")  # no --model, no --data
     assert result.exit_code == 0, result.stderr
     assert seen == {"model": Path("runs/train/x/best"), "data": prepared}

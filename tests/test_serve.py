@@ -25,12 +25,12 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cityseg import labels
+from cityseg.dataset import labels
+from cityseg.dataset.synthetic import draw_scene
 from cityseg.errors import CitysegError
 from cityseg.images import decode_image, decode_mask, encode_png
 from cityseg.serve import ServeSettings, create_app
 from cityseg.serve.app import ServeState, check_image, jpeg_size, png_size
-from cityseg.synthetic import draw_scene
 from serving import serving, wait_ready
 
 NAMES = list(labels.CATEGORY_NAMES)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cityseg import labels
+from cityseg.dataset import labels
 from cityseg.serve import ServeSettings, create_app
 from serving import serving
 

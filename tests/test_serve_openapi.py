@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.generation.stateful import run_state_machine_as_test
 
-from cityseg.bundle import CARD_NAME, FORMAT_VERSION
+from cityseg.inference.bundle import CARD_NAME, FORMAT_VERSION
 from cityseg.serve import ServeSettings, create_app
 from cityseg.serve.app import check_image
 from serving import serving

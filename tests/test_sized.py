@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityseg import sized
-from cityseg.data import DataConfig, input_note, resize_image, resize_mask, split_entries
-from cityseg.images import read_image, read_mask
-from cityseg.manifest import iter_entries, read_manifest
-from cityseg.prepare import prepare_dataset
-from cityseg.synthetic import RawDataset
+from cityseg.dataset import sized
+from cityseg.dataset.entries import split_entries
+from cityseg.dataset.manifest import iter_entries, read_manifest
+from cityseg.dataset.prepare import prepare_dataset
+from cityseg.dataset.synthetic import RawDataset
+from cityseg.images import read_image, read_mask, resize_image, resize_mask
+from cityseg.training.pipeline import DataConfig, input_note
 
 SIZE = (32, 64)
 """Half the fixture's 64x128 images."""
@@ -187,7 +188,7 @@ def test_input_note_names_the_files_and_tips_at_small_sizes(
 def test_make_dataset_reads_the_copies(prepared: Path, with_copies: Path, tmp_path: Path) -> None:
     """Without any full-size image or mask on disk the pipeline still runs, and its
     batches equal those resized on the fly from the full-size files."""
-    from cityseg.data import make_dataset
+    from cityseg.training.pipeline import make_dataset
 
     root = tmp_path / "ds"
     shutil.copytree(with_copies, root)

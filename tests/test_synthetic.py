@@ -17,10 +17,9 @@ import cv2
 import numpy as np
 import pytest
 
-import cityseg.synthetic as synthetic
-from cityseg.errors import UsageError
-from cityseg.labels import LABEL_BY_ID, LABEL_ID_KNOWN, LABEL_TO_CATEGORY, PNG_LABELS
-from cityseg.synthetic import (
+import cityseg.dataset.synthetic as synthetic
+from cityseg.dataset.labels import LABEL_BY_ID, LABEL_ID_KNOWN, LABEL_TO_CATEGORY, PNG_LABELS
+from cityseg.dataset.synthetic import (
     DEFAULT_CITIES,
     RawDataset,
     SyntheticSpec,
@@ -28,6 +27,7 @@ from cityseg.synthetic import (
     frame_key,
     write_raw_dataset,
 )
+from cityseg.errors import UsageError
 
 IMAGE_MEMBER = re.compile(
     r"leftImg8bit/(?P<split>train|val|test)/(?P<city>[a-z][a-z0-9-]*)/"

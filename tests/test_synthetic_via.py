@@ -22,10 +22,16 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from cityseg.annotations.rasterise import polygon_mask, rasterise, shape_points
-from cityseg.annotations.via import CSV_COLUMNS, read_via
+from cityseg.dataset.annotations.rasterise import polygon_mask, rasterise, shape_points
+from cityseg.dataset.annotations.via import CSV_COLUMNS, read_via
+from cityseg.dataset.synthetic_via import (
+    CLASS_HUES,
+    CSV_NAME,
+    ViaProject,
+    ViaSpec,
+    write_via_project,
+)
 from cityseg.errors import UsageError
-from cityseg.synthetic_via import CLASS_HUES, CSV_NAME, ViaProject, ViaSpec, write_via_project
 
 SPEC = ViaSpec()
 CLASS_IDS = {name: i + 1 for i, name in enumerate(SPEC.classes)}
@@ -261,5 +267,5 @@ def test_bad_specs_fail_in_one_line(kwargs: dict[str, Any]) -> None:
 
 
 def test_import_stays_light() -> None:
-    code = "import sys, cityseg.synthetic_via; assert 'tensorflow' not in sys.modules"
+    code = "import sys, cityseg.dataset.synthetic_via; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -67,7 +67,7 @@ def test_run_directory_has_every_file(trained_run: Path) -> None:
 
 def test_val_miou_is_clearly_above_chance(trained_run: Path, train_data: Path) -> None:
     """Chance here = always predicting the most frequent class, scored the same way."""
-    from cityseg.data import class_pixel_counts
+    from cityseg.dataset.entries import class_pixel_counts
 
     counts = class_pixel_counts(train_data, "val", "categories", 8).astype(float)
     majority_iou = counts.max() / counts.sum()  # IoU of the majority class, others score 0
@@ -77,8 +77,8 @@ def test_val_miou_is_clearly_above_chance(trained_run: Path, train_data: Path) -
 
 
 def test_bundles_reload_bit_identically_and_know_their_classes(trained_run: Path) -> None:
-    from cityseg.bundle import load_bundle
-    from cityseg.models import build_from_card
+    from cityseg.inference.bundle import load_bundle
+    from cityseg.training.models import build_from_card
 
     bundle = load_bundle(trained_run / "best", build_from_card)
     assert bundle.card["classes"][0] == "void" and len(bundle.card["palette"]) == 8
@@ -94,8 +94,8 @@ def test_bundles_reload_bit_identically_and_know_their_classes(trained_run: Path
 def test_tampered_or_truncated_bundle_is_refused(trained_run: Path, tmp_path: Path) -> None:
     import shutil
 
-    from cityseg.bundle import load_bundle
-    from cityseg.models import build_from_card
+    from cityseg.inference.bundle import load_bundle
+    from cityseg.training.models import build_from_card
 
     bundle = tmp_path / "b"
     shutil.copytree(trained_run / "best", bundle)
@@ -116,8 +116,8 @@ def test_tampered_or_truncated_bundle_is_refused(trained_run: Path, tmp_path: Pa
 def test_interrupt_then_resume_continues_at_the_right_epoch(
     train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cityseg import callbacks
-    from cityseg.train import TrainingInterrupted, train
+    from cityseg.training import callbacks
+    from cityseg.training.train import TrainingInterrupted, train
 
     real = callbacks.EpochProgress.on_epoch_end
 
@@ -144,9 +144,9 @@ def test_interrupt_then_resume_continues_at_the_right_epoch(
 def test_nan_loss_stops_with_a_clear_message(
     train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from cityseg import losses
     from cityseg._tf import tf
-    from cityseg.train import train
+    from cityseg.training import losses
+    from cityseg.training.train import train
 
     def nan_loss(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
         return lambda y_true, y_pred: tf.reduce_mean(y_pred) * float("nan")
@@ -208,7 +208,7 @@ import cityseg._tf as t
 cpu = t.tf.config.list_physical_devices("CPU")[0]
 t.tf.config.set_logical_device_configuration(cpu, [t.tf.config.LogicalDeviceConfiguration()] * 2)
 from cityseg.config import Strategy, TrainConfig
-from cityseg.train import train
+from cityseg.training.train import train
 report = train(TrainConfig(data=Path({str(train_data)!r}), project=Path({str(tmp_path)!r}),
                arch="pspnet", backbone="resnet18", weights="none", height=48, width=96,
                epochs=1, batch=4, steps_per_epoch=2,
@@ -227,7 +227,7 @@ print("replicas ok")
 
 @pytest.fixture(scope="module")
 def one_city_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cityseg.synthetic import SyntheticSpec, write_raw_dataset
+    from cityseg.dataset.synthetic import SyntheticSpec, write_raw_dataset
 
     spec = SyntheticSpec(
         height=64,
@@ -246,7 +246,7 @@ def test_one_city_trains_to_the_end_without_val(one_city_raw: Path, tmp_path: Pa
     assert not json.loads((tmp_path / "ds" / "manifest.json").read_text())["splits"]["val"]
 
     notes: list[str] = []
-    from cityseg.train import train
+    from cityseg.training.train import train
 
     report = train(tiny_config(tmp_path / "ds", tmp_path / "runs", name="noval"), log=notes.append)
     assert report.epochs_completed == 2 and report.monitor == "miou"
@@ -264,7 +264,7 @@ def test_curves_leave_out_columns_an_epoch_did_not_log(tmp_path: Path) -> None:
     """Keras' CSVLogger writes NA for every val_ column of a run without val."""
     from matplotlib import pyplot
 
-    from cityseg.callbacks import plot_curves
+    from cityseg.training.callbacks import plot_curves
 
     metrics = tmp_path / "metrics.csv"
     metrics.write_text("epoch,loss,miou,val_loss,val_miou\n0,1.5,0.2,NA,NA\n1,1.2,0.3,NA,NA\n")
@@ -305,9 +305,9 @@ def test_prepare_can_split_one_city_by_image(one_city_raw: Path, tmp_path: Path,
 KILL_BETWEEN_CSV_AND_CHECKPOINT = """
 import os, signal, sys
 from pathlib import Path
-from cityseg import callbacks
+from cityseg.training import callbacks
 from cityseg.config import TrainConfig
-from cityseg.train import train
+from cityseg.training.train import train
 
 real = callbacks.RunCheckpoints.save_last
 
@@ -325,7 +325,7 @@ train(TrainConfig(data=Path(sys.argv[1]), project=Path(sys.argv[2]), name="kille
 
 
 def test_resume_after_kill_9_logs_each_epoch_once(train_data: Path, tmp_path: Path) -> None:
-    from cityseg.train import train
+    from cityseg.training.train import train
 
     done = subprocess.run(
         [sys.executable, "-c", KILL_BETWEEN_CSV_AND_CHECKPOINT, str(train_data), str(tmp_path)],

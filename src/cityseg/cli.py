@@ -42,7 +42,7 @@ from cityseg.demo import DemoFormat
 from cityseg.errors import CitysegError, UsageError
 
 if TYPE_CHECKING:
-    from cityseg.prepare import PrepareReport
+    from cityseg.dataset.prepare import PrepareReport
 
 app = typer.Typer(
     name="cityseg",
@@ -197,7 +197,7 @@ def prepare(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Turn Cityscapes zips, or your own annotated images, into a train-ready dataset."""
-    from cityseg.sized import parse_sizes
+    from cityseg.dataset.sized import parse_sizes
 
     sizes = parse_sizes(size or [])
     if format is DataFormat.cityscapes:
@@ -206,7 +206,7 @@ def prepare(
                 "--classes, --ignore, --palette, --class-attr, --test-ratio and --group-by "
                 "are for own data (--format via|labelme|coco|masks)"
             )
-        from cityseg.prepare import prepare_dataset
+        from cityseg.dataset.prepare import prepare_dataset
 
         output = output or PREPARE.output
         report = prepare_dataset(
@@ -235,9 +235,9 @@ def prepare(
             raise UsageError(
                 "--limit, --fraction, --split-by, --labels and --gt are for --format cityscapes"
             )
-        from cityseg.owndata.classes import parse_class_list
-        from cityseg.owndata.options import OwnDataOptions
-        from cityseg.owndata.prepare import prepare_own
+        from cityseg.dataset.own.classes import parse_class_list
+        from cityseg.dataset.own.options import OwnDataOptions
+        from cityseg.dataset.own.prepare import prepare_own
 
         options = OwnDataOptions(
             format=format,
@@ -303,8 +303,8 @@ def remap(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Map labelIds PNGs to class-id PNGs (exact, via a 256-entry lookup table)."""
-    from cityseg.remap import remap_paths
-    from cityseg.schemes import get_scheme
+    from cityseg.dataset.remap import remap_paths
+    from cityseg.dataset.schemes import get_scheme
 
     report = remap_paths(
         inputs,
@@ -429,13 +429,13 @@ def train(
 ) -> None:
     """Train a segmentation model; writes runs/train/<name>/ with best/ and last/ bundles."""
     if list_choices:
-        from cityseg.choices import describe_choices
+        from cityseg.training.choices import describe_choices
 
         for line in describe_choices():
             out.print(line, highlight=False)
         return
-    from cityseg.train import parse_size
-    from cityseg.train import train as train_run
+    from cityseg.runs import parse_size
+    from cityseg.training.train import train as train_run
 
     height, width = parse_size(size)
     config = TrainConfig(
@@ -497,7 +497,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Score a model (or a folder of predictions), including the official Cityscapes IoU."""
-    from cityseg.evaluate import evaluate as evaluate_run
+    from cityseg.evaluation.evaluate import evaluate as evaluate_run
     from cityseg.runs import resolve_data
 
     model = _evaluated_model(model, predictions)
@@ -540,7 +540,7 @@ def _evaluated_model(model: Path | None, predictions: Path | None) -> Path | Non
     none when scoring --predictions, which must not pay for loading TensorFlow."""
     if predictions is not None:
         return model
-    from cityseg.inference import resolve_model
+    from cityseg.inference.predictor import resolve_model
 
     return resolve_model(model, TRAIN.project, _note)
 
@@ -577,7 +577,7 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Write colour masks (or ids, overlays, labelIds) for images, at each image's size."""
-    from cityseg.predict import predict_paths
+    from cityseg.inference.predict import predict_paths
 
     report = predict_paths(
         inputs,
@@ -624,7 +624,7 @@ def serve(
     """Serve the prediction API (OpenAPI at /docs) and a web page to browse the dataset."""
     import uvicorn
 
-    from cityseg.inference import resolve_model
+    from cityseg.inference.predictor import resolve_model
     from cityseg.runs import find_data
     from cityseg.serve.app import SETTINGS_ENV, ServeSettings, create_app, settings_to_env
 
@@ -683,10 +683,9 @@ def export(
     project: Path = typer.Option(TRAIN.project, help="Where to look for the newest run."),
 ) -> None:
     """Export a bundle to SavedModel, TFLite (fp32/fp16/int8) or ONNX, with a parity report."""
-    from cityseg.export import EXPORT_NAME, export_model
-    from cityseg.inference import resolve_model
-    from cityseg.runs import resolve_data
-    from cityseg.train import parse_size
+    from cityseg.deploy.export import EXPORT_NAME, export_model
+    from cityseg.inference.predictor import resolve_model
+    from cityseg.runs import parse_size, resolve_data
 
     bundle = resolve_model(model, project, _note)
     reports = export_model(
@@ -751,10 +750,10 @@ def benchmark(
     """Time each runtime (Keras, TFLite, ONNX) on this machine; FLOPs and parameters."""
     import json
 
-    from cityseg.benchmark import benchmark_models
+    from cityseg.deploy.benchmark import benchmark_models
     from cityseg.fsutil import atomic_write_json
-    from cityseg.inference import newest_bundle
-    from cityseg.train import parse_size
+    from cityseg.inference.predictor import newest_bundle
+    from cityseg.runs import parse_size
 
     models = list(model or [newest_bundle(project)])
     result = benchmark_models(

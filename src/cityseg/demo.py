@@ -2,7 +2,7 @@
 
 New users can see every step work, and see what each step writes, before they download
 11 GB of Cityscapes or annotate photos of their own. The data comes from
-`cityseg.synthetic` (official zips) or `cityseg.synthetic_via` (JPEGs plus a VIA CSV
+`cityseg.dataset.synthetic` (official zips) or `cityseg.dataset.synthetic_via` (JPEGs plus a VIA CSV
 export), so the demo needs no network and runs on a laptop CPU.
 """
 
@@ -55,8 +55,8 @@ def run_demo(directory: Path, settings: DemoSettings = DemoSettings(), log: Log 
 def _cityscapes_data(
     directory: Path, settings: DemoSettings, steps: int, log: Log
 ) -> tuple[Path, tuple[int, int]] | None:
-    from cityseg.prepare import prepare_dataset
-    from cityseg.synthetic import SyntheticSpec, write_raw_dataset
+    from cityseg.dataset.prepare import prepare_dataset
+    from cityseg.dataset.synthetic import SyntheticSpec, write_raw_dataset
 
     raw = directory / "raw"
     spec = SyntheticSpec(seed=settings.seed)
@@ -84,9 +84,9 @@ def _cityscapes_data(
 def _via_data(
     directory: Path, settings: DemoSettings, steps: int, log: Log
 ) -> tuple[Path, tuple[int, int]] | None:
-    from cityseg.owndata.options import OwnDataOptions
-    from cityseg.owndata.prepare import prepare_own
-    from cityseg.synthetic_via import ViaSpec, write_via_project
+    from cityseg.dataset.own.options import OwnDataOptions
+    from cityseg.dataset.own.prepare import prepare_own
+    from cityseg.dataset.synthetic_via import ViaSpec, write_via_project
 
     spec = ViaSpec(seed=settings.seed)
     spec = ViaSpec(
@@ -121,10 +121,10 @@ def _trainable(height: int, width: int) -> tuple[int, int]:
 def _train_evaluate_predict(
     directory: Path, data: Path, height: int, width: int, settings: DemoSettings, log: Log
 ) -> None:
-    from cityseg.evaluate import evaluate
-    from cityseg.manifest import read_manifest
-    from cityseg.predict import predict_paths
-    from cityseg.train import train
+    from cityseg.dataset.manifest import read_manifest
+    from cityseg.evaluation.evaluate import evaluate
+    from cityseg.inference.predict import predict_paths
+    from cityseg.training.train import train
 
     config = TrainConfig(
         data=data,

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from cityseg.config import TrainConfig
-from cityseg.manifest import is_dataset
-from cityseg.train import CONFIG_NAME
+from cityseg.dataset.manifest import is_dataset
+from cityseg.errors import UsageError
 
 Log = Callable[[str], None]
 
@@ -108,3 +109,27 @@ def _training_folder(run_dir: Path, recorded_run: object) -> Path | None:
     if not tail or Path(recorded_run).is_absolute() or ".." in tail or actual[-len(tail) :] != tail:
         return None
     return Path(*actual[: -len(tail)])
+
+
+CONFIG_NAME = "config.json"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`512x1024` -> (512, 1024): height first, as Keras and the CLI's help say."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", text)
+    if not match:
+        raise UsageError(f"--size must look like HEIGHTxWIDTH (e.g. 512x1024), got {text!r}")
+    height, width = int(match[1]), int(match[2])
+    if height < 16 or width < 16:
+        raise UsageError(f"--size {text} is too small; use at least 16x16")
+    return height, width
+
+
+def next_run_dir(project: Path, name: str) -> Path:
+    """`project/name`, or `name2`, `name3`, ... if taken (never reuses a run)."""
+    candidate = project / name
+    number = 2
+    while candidate.exists():
+        candidate = project / f"{name}{number}"
+        number += 1
+    return candidate

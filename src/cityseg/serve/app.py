@@ -42,14 +42,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cityseg import images
-from cityseg.bundle import read_card
 from cityseg.config import OutputFormat, ServeConfig
+from cityseg.dataset.manifest import SPLITS, read_manifest, void_classes
 from cityseg.errors import CitysegError, DataError
-from cityseg.inference import DEFAULT_PROJECT, newest_bundle
-from cityseg.manifest import SPLITS, read_manifest, void_classes
-from cityseg.metrics import confusion_matrix, scores_from_confusion
-from cityseg.predict import render
-from cityseg.runtimes import model_format
+from cityseg.evaluation.metrics import confusion_matrix, scores_from_confusion
+from cityseg.inference.bundle import read_card
+from cityseg.inference.predictor import DEFAULT_PROJECT, newest_bundle
+from cityseg.inference.render import render
+from cityseg.inference.runtimes import model_format
 from cityseg.serve.schemas import (
     PNG,
     PNG_OK,
@@ -68,7 +68,7 @@ from cityseg.serve.schemas import (
 )
 
 if TYPE_CHECKING:
-    from cityseg.inference import Predictor
+    from cityseg.inference.predictor import Predictor
 
 logger = logging.getLogger("cityseg.serve")
 
@@ -321,7 +321,7 @@ class ServeState:
     def load(self) -> None:
         """Load and warm the model (on the model thread); failures are kept for /readyz."""
         try:
-            from cityseg.inference import load_predictor
+            from cityseg.inference.predictor import load_predictor
 
             predictor = load_predictor(self.bundle_path, project=self.settings.project)
             predictor.predict([np.zeros((*WARMUP_SIZE, 3), dtype=np.uint8)])

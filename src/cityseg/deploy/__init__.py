@@ -1,0 +1,1 @@
+"""Deployment: exports (SavedModel, TFLite, ONNX), their parity reports and benchmarks."""

@@ -1,0 +1,151 @@
+"""`cityseg benchmark`: how fast each runtime runs a model on this machine, side by side.
+
+Deciding between Keras, TFLite and ONNX (and int8 or not) is a latency question on the
+target machine, so the numbers come from the same process, the same input and the same
+protocol for every runtime: a few warm-up calls (tracing, allocation, XNNPACK packing
+are not latency), then timed calls of one batch each. Latency is per call (the model
+alone, no resizing or PNG work); throughput is images per second over the timed calls.
+FLOPs and parameters describe the Keras model, and so every export of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cityseg.deploy.parity import latency_summary
+from cityseg.errors import UsageError
+from cityseg.inference.bundle import CARD_NAME, read_card
+from cityseg.inference.runtimes import KERAS, LoadedModel, cpu_threads, model_format, open_model
+
+Log = Callable[[str], None]
+WARMUP_CALLS = 3
+
+
+@dataclass(frozen=True)
+class BenchmarkRow:
+    path: Path
+    format: str
+    runtime: str
+    bytes: int
+    latency_ms: dict[str, float]
+    images_per_second: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": str(self.path),
+            "format": self.format,
+            "runtime": self.runtime,
+            "bytes": self.bytes,
+            "latency_ms": self.latency_ms,
+            "images_per_second": self.images_per_second,
+        }
+
+
+def benchmark_models(
+    models: list[Path],
+    *,
+    size: tuple[int, int] | None = None,
+    runs: int = 30,
+    batch: int = 1,
+    include_exports: bool = True,
+    log: Log = lambda message: None,
+) -> dict[str, Any]:
+    """Time every model in `models` (and, for bundles, their exports) at one input size."""
+    if runs < 1 or batch < 1:
+        raise UsageError("--runs and --batch must be at least 1")
+    paths = _with_exports(models) if include_exports else list(models)
+    first = open_model(paths[0], size=size)
+    height, width = int(first.card["height"]), int(first.card["width"])
+    inputs = _inputs(batch, height, width)
+    rows: list[BenchmarkRow] = []
+    keras_model: LoadedModel | None = None
+    for path in paths:
+        _, card = read_card(path)
+        exported_at = (int(card["height"]), int(card["width"]))
+        if model_format(card) != KERAS and exported_at != (height, width):
+            log(f"skipped {path}: exported at {exported_at}, not {height}x{width}")
+            continue
+        loaded = first if path == paths[0] else open_model(path, size=(height, width))
+        if loaded.format == KERAS and keras_model is None:
+            keras_model = loaded
+        log(f"timing {loaded.format} ({path})")
+        rows.append(time_model(loaded, inputs, runs))
+    return {
+        "input_size": [height, width],
+        "batch": batch,
+        "runs": runs,
+        "threads": cpu_threads(),
+        "keras": describe_compute(keras_model, height, width) if keras_model else None,
+        "results": [row.to_dict() for row in rows],
+    }
+
+
+def time_model(model: LoadedModel, inputs: np.ndarray, runs: int) -> BenchmarkRow:
+    for _ in range(WARMUP_CALLS):
+        model.runtime(inputs)
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        model.runtime(inputs)
+        seconds.append(time.perf_counter() - start)
+    return BenchmarkRow(
+        path=model.path,
+        format=model.format,
+        runtime=model.runtime.name,
+        bytes=int(model.card["weights"]["bytes"]),
+        latency_ms=latency_summary(seconds),
+        images_per_second=round(len(inputs) * runs / sum(seconds), 2),
+    )
+
+
+def describe_compute(model: LoadedModel, height: int, width: int) -> dict[str, Any]:
+    """Parameters, and FLOPs of one image as TensorFlow's profiler counts them (a
+    multiply-add is two), from the model's frozen graph."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2_as_graph,
+    )
+
+    from cityseg._tf import quiet, tf
+
+    keras_model = model.runtime.model  # type: ignore[attr-defined]
+    function = tf.function(lambda x: keras_model(x, training=False)).get_concrete_function(
+        tf.TensorSpec((1, height, width, 3), tf.float32)
+    )
+    with quiet():
+        frozen, _ = convert_variables_to_constants_v2_as_graph(function)
+        options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+        options["output"] = "none"
+        profile = tf.compat.v1.profiler.profile(
+            graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
+        )
+    return {
+        "parameters": int(keras_model.count_params()),
+        "gflops": round(profile.total_float_ops / 1e9, 3),
+    }
+
+
+def _with_exports(models: list[Path]) -> list[Path]:
+    """Each bundle followed by the exports made from it (`<run>/export/*`)."""
+    paths: list[Path] = []
+    for model in models:
+        folder, card = read_card(model)
+        paths.append(model)
+        if model_format(card) == KERAS:
+            exports = folder.parent / "export"
+            paths.extend(sorted(p.parent for p in exports.glob(f"*/{CARD_NAME}")))
+    return list(dict.fromkeys(paths))
+
+
+def _inputs(batch: int, height: int, width: int) -> np.ndarray:
+    """A street-like synthetic frame: content does not change the speed of these models,
+    but a real-looking picture keeps int8 activations in their calibrated range."""
+    from cityseg.dataset.synthetic import draw_scene
+
+    scene = draw_scene(np.random.default_rng(0), height, width)
+    return np.repeat(scene.image[None].astype(np.float32), batch, axis=0)

@@ -1,0 +1,3 @@
+"""Evaluation: confusion-matrix metrics and `cityseg evaluate`, with the official
+Cityscapes category score.
+"""

@@ -1,0 +1,3 @@
+"""Inference: model bundles, the runtimes that execute them (Keras, TFLite, ONNX),
+the predictor and `cityseg predict`.
+"""

@@ -1,0 +1,159 @@
+"""Running a trained bundle on images of any size: the one path predict, evaluate and
+serve share, so the three can never disagree about pre- or post-processing.
+
+Images are resized to the size the model was trained at (as training resized them), the
+model sees RGB floats 0..255 (its normalisation is inside it), and the class
+probabilities are resized back to each image's own size before the argmax, which is
+smoother and more accurate at edges than upsampling the class ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from cityseg.errors import CitysegError
+from cityseg.images import resize_image
+from cityseg.inference.bundle import CARD_NAME
+from cityseg.inference.runtimes import LoadedModel, Runtime, open_model
+
+Log = Callable[[str], None]
+DEFAULT_PROJECT = Path("runs/train")
+
+
+def newest_bundle(project: Path = DEFAULT_PROJECT) -> Path:
+    """The `best/` bundle of the most recently written run under `project`."""
+    candidates = [p.parent for p in project.glob(f"*/best/{CARD_NAME}")]
+    if not candidates:
+        raise CitysegError(
+            f"no trained model found under {project}/*/best; train one with `cityseg train` "
+            "or pass --model PATH"
+        )
+    return max(candidates, key=lambda p: (p / CARD_NAME).stat().st_mtime)
+
+
+def resolve_model(model: Path | None, project: Path, log: Log) -> Path:
+    """`model`, or the newest run's best bundle, saying so since the user did not choose it."""
+    if model is not None:
+        return model
+    found = newest_bundle(project)
+    log(f"model: {found} (the newest run's best; choose another with --model)")
+    return found
+
+
+def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear per class; OpenCV takes a limited channel count at once, so chunk."""
+    if probs.shape[:2] == (height, width):
+        return probs
+    parts = [
+        cv2.resize(
+            np.ascontiguousarray(probs[..., i : i + 128]),
+            (width, height),
+            interpolation=cv2.INTER_LINEAR,
+        )
+        for i in range(0, probs.shape[-1], 128)
+    ]
+    parts = [p[..., None] if p.ndim == 2 else p for p in parts]
+    return np.concatenate(parts, axis=-1)
+
+
+def labels_at(probs: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`resize_probabilities(...).argmax(-1)` as uint8, one class plane at a time.
+
+    numpy's argmax over a short last axis pays per pixel (~3 ms for 8 classes at 256x512,
+    6x the resize); a running maximum over whole planes is vectorised and never holds
+    all the full-size probabilities at once. Ties go to the lower class id, as argmax.
+    """
+    labels = np.zeros((height, width), dtype=np.uint8)
+    best = _plane_at(probs, 0, height, width)
+    for class_id in range(1, probs.shape[-1]):
+        plane = _plane_at(probs, class_id, height, width)
+        # Classes come in increasing order, so a winning class id is above every label
+        # so far: a maximum sets it, ~20x cheaper than a masked write.
+        better = np.greater(plane, best).view(np.uint8)
+        np.maximum(labels, better * np.uint8(class_id), out=labels)
+        np.maximum(best, plane, out=best)
+    return labels
+
+
+def _plane_at(probs: np.ndarray, class_id: int, height: int, width: int) -> np.ndarray:
+    plane = np.ascontiguousarray(probs[..., class_id])
+    if plane.shape == (height, width):
+        return plane.copy() if class_id == 0 else plane
+    return cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass
+class Predictor:
+    model: LoadedModel
+    tta_flip: bool = False
+
+    @property
+    def card(self) -> dict[str, Any]:
+        return self.model.card
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.model.runtime
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.card["classes"])
+
+    @property
+    def palette(self) -> np.ndarray:
+        return np.array(self.card["palette"], dtype=np.uint8)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return int(self.card["height"]), int(self.card["width"])
+
+    def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class probabilities (H, W, C) at each RGB uint8 image's own size."""
+        return self._at_image_sizes(images, resize_probabilities)
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Class-id masks (uint8, H x W) at each image's own size."""
+        return self._at_image_sizes(images, labels_at)
+
+    def _at_image_sizes(
+        self, images: Sequence[np.ndarray], finish: Callable[[np.ndarray, int, int], np.ndarray]
+    ) -> list[np.ndarray]:
+        """One model call for the batch, then `finish(probs, height, width)` per image."""
+        if not images:
+            return []
+        return [
+            finish(probs, image.shape[0], image.shape[1])
+            for probs, image in zip(self._model_probabilities(images), images, strict=True)
+        ]
+
+    def _model_probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities at the model's input size, (N, h, w, C)."""
+        height, width = self.input_size
+        batch = np.stack([resize_image(image, height, width) for image in images])
+        batch = batch.astype(np.float32)
+        probs = self.runtime(batch)
+        if self.tta_flip:
+            flipped = self.runtime(batch[:, :, ::-1].copy())
+            probs = (probs + flipped[:, :, ::-1]) / 2.0
+        return probs
+
+
+def load_predictor(
+    model: Path | None = None,
+    *,
+    project: Path = DEFAULT_PROJECT,
+    tta_flip: bool = False,
+    log: Log = lambda message: None,
+) -> Predictor:
+    """A predictor for `model` (a bundle or an export), or for the newest run's best bundle."""
+    return Predictor(open_model(resolve_model(model, project, log)), tta_flip=tta_flip)
