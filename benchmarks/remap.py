@@ -13,16 +13,20 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
 
+from cityseg.config import UnknownPolicy
 from cityseg.dataset import labels
 from cityseg.dataset.remap import RemapJob, remap_array, remap_file, run_jobs
 from cityseg.dataset.schemes import CATEGORIES
 from cityseg.dataset.synthetic import draw_scene
+
+T = TypeVar("T")
 
 LABEL_TO_CATEGORY = {label.id: label.category_id for label in labels.PNG_LABELS}
 
@@ -34,7 +38,13 @@ def vectorize_remap(mask: np.ndarray) -> np.ndarray:
 
 def vectorize_file(source: Path, target: Path) -> None:
     mask = cv2.imread(str(source), cv2.IMREAD_UNCHANGED)
+    assert mask is not None, source
     cv2.imwrite(str(target), vectorize_remap(mask))
+
+
+def each(items: Iterable[T], work: Callable[[T], None]) -> None:
+    for item in items:
+        work(item)
 
 
 def best_of(repeats: int, work: Callable[[], object]) -> float:
@@ -68,10 +78,12 @@ def main() -> None:
             cv2.imwrite(str(sources[-1]), mask)
         jobs = [RemapJob(s, root / f"ours_{s.name}", None) for s in sources]
         file_base = best_of(
-            args.repeats, lambda: [vectorize_file(s, root / f"base_{s.name}") for s in sources]
+            args.repeats,
+            lambda: each(sources, lambda s: vectorize_file(s, root / f"base_{s.name}")),
         )
         file_ours = best_of(
-            args.repeats, lambda: [remap_file(j, CATEGORIES, "error") for j in jobs]
+            args.repeats,
+            lambda: each(jobs, lambda j: remap_file(j, CATEGORIES, UnknownPolicy.error)),
         )
         folder_ours = best_of(args.repeats, lambda: run_jobs(jobs, CATEGORIES, show_progress=False))
 

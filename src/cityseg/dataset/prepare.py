@@ -77,6 +77,14 @@ class PrepareReport:
     """Each recorded training size ("512x1024") and the schemes it holds masks of."""
 
 
+def _zip_bounds() -> dict[str, int]:
+    """What a zip member may be before prepare refuses it (zip bombs, see sources.py)."""
+    return {
+        "max_member_bytes": DEFAULTS.max_member_bytes,
+        "max_ratio": DEFAULTS.max_compression_ratio,
+    }
+
+
 def prepare_dataset(
     raw: Path,
     output: Path = DEFAULTS.output,
@@ -103,17 +111,10 @@ def prepare_dataset(
     `cityseg.dataset.annotations.cityscapes_polygons`) into the dataset's labelIds.
     """
     _check_options(val_ratio, limit, fraction)
-    if not raw.exists():
-        raise DataError(f"{raw} does not exist; point prepare at the folder holding the zips")
-    if not raw.is_dir():
-        raise DataError(f"{raw} is a file; point prepare at the folder holding the zips")
-    bounds = {
-        "max_member_bytes": DEFAULTS.max_member_bytes,
-        "max_ratio": DEFAULTS.max_compression_ratio,
-    }
+    _check_raw(raw)
     layout = label_layout(annotations, labels)
-    left = find_package(raw, LEFTIMG_ZIP, "leftImg8bit", **bounds)
-    gt = find_package(raw, layout.zip_name, layout.folder, **bounds)
+    left = find_package(raw, LEFTIMG_ZIP, "leftImg8bit", **_zip_bounds())
+    gt = find_package(raw, layout.zip_name, layout.folder, **_zip_bounds())
     pairs = pair_members(left, gt, log, layout)
     splits = assign_splits(pairs, val_ratio=val_ratio, seed=seed, log=log, split_by=split_by)
     splits = {name: sample(items, limit, fraction, seed, name) for name, items in splits.items()}
@@ -134,12 +135,7 @@ def prepare_dataset(
     planned = build_manifest(splits, source, options, scheme)
     _keep_remapped_schemes(output, previous, planned)
     sized.record_sizes(planned, _merge_sizes(sized.recorded_sizes(previous), sizes))
-    if (
-        previous is not None
-        and _same_dataset(previous, planned)
-        and _files_present(output, planned)
-        and sized.copies_present(output, planned)
-    ):
+    if _up_to_date(output, previous, planned):
         return PrepareReport(output, True, summarise(output, planned), _sized_summary(planned))
 
     _claim_output(output, source, layout)
@@ -158,6 +154,23 @@ def prepare_dataset(
     sized.write_copies(copies, workers=workers, show_progress=show_progress)
     manifest.write_manifest(output, planned)
     return PrepareReport(output, False, summarise(output, planned), _sized_summary(planned))
+
+
+def _check_raw(raw: Path) -> None:
+    if not raw.exists():
+        raise DataError(f"{raw} does not exist; point prepare at the folder holding the zips")
+    if not raw.is_dir():
+        raise DataError(f"{raw} is a file; point prepare at the folder holding the zips")
+
+
+def _up_to_date(output: Path, previous: dict[str, Any] | None, planned: dict[str, Any]) -> bool:
+    """The same packages and options, and every file (copies included) on disk."""
+    return (
+        previous is not None
+        and _same_dataset(previous, planned)
+        and _files_present(output, planned)
+        and sized.copies_present(output, planned)
+    )
 
 
 def _keep_remapped_schemes(

@@ -158,9 +158,6 @@ def steps_per_epoch(root: Path, split: str, config: DataConfig, *, training: boo
     return size // config.batch_size if training else math.ceil(size / config.batch_size)
 
 
-# ----------------------------------------------------------------------------- statistics
-
-
 # ----------------------------------------------------------------------------- tf.data
 
 
@@ -211,6 +208,25 @@ def make_dataset(
     from cityseg._tf import tf
 
     root = Path(root)
+    entries = _entries_for(root, split, config, training=training, shard=shard)
+    stages = _Stages(config, training)
+    files = ([str(root / e["image"]) for e in entries], [str(root / e["mask"]) for e in entries])
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training and config.cache is None:
+        dataset = dataset.shuffle(len(entries), seed=config.seed, reshuffle_each_iteration=True)
+    dataset = stages.map(dataset, stages.load)
+    if config.cache is not None:
+        dataset = _cache_then_augment(dataset, stages, root, split, entries)
+    dataset = dataset.batch(config.batch_size, drop_remainder=training)
+    # Cast after batching: one large op per batch instead of one per image.
+    dataset = stages.map(dataset, lambda image, mask: (tf.cast(image, tf.float32), mask))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _entries_for(
+    root: Path, split: str, config: DataConfig, *, training: bool, shard: tuple[int, int] | None
+) -> list[dict[str, Any]]:
+    """The split's entries (this worker's share), with enough images for one batch."""
     entries = split_entries(root, split, config.scheme, (config.height, config.width))
     if shard is not None:
         count, index = shard
@@ -221,68 +237,82 @@ def make_dataset(
             f"{whose} has {len(entries)} images, fewer than the batch size "
             f"{config.batch_size}; lower --batch"
         )
-    images = [str(root / e["image"]) for e in entries]
-    masks = [str(root / e["mask"]) for e in entries]
-    size = (config.height, config.width)
-    autotune = tf.data.AUTOTUNE
-    deterministic = not training  # training lets a slow PNG be overtaken; eval keeps order
-    resizer = _Resizer(*size)
-    augmenter = None
-    if training and config.aug != "none":
-        # Without a cache nothing sits between resizing and augmenting: one Python call.
-        fused = resizer if config.cache is None else None
-        augmenter = _Augmenter(config.aug, config.seed, fused)
+    return entries
+
+
+class _Stages:
+    """The per-image steps of the pipeline: decode, resize, augment, in tf.data maps.
+
+    Training lets a slow PNG be overtaken (non-deterministic maps); evaluation keeps the
+    manifest's order. Without a cache nothing sits between resizing and augmenting, so
+    the two run as one Python call per image.
+    """
+
+    def __init__(self, config: DataConfig, training: bool) -> None:
+        self.config = config
+        self.size = (config.height, config.width)
+        self.deterministic = not training
+        self.resizer = _Resizer(*self.size)
+        self.augmenter: _Augmenter | None = None
+        if training and config.aug != "none":
+            fused = self.resizer if config.cache is None else None
+            self.augmenter = _Augmenter(config.aug, config.seed, fused)
+
+    def map(self, dataset: tf.data.Dataset, function: Callable[..., Any]) -> tf.data.Dataset:
+        from cityseg._tf import tf
+
+        return dataset.map(
+            function, num_parallel_calls=tf.data.AUTOTUNE, deterministic=self.deterministic
+        )
 
     def in_numpy(
+        self,
         function: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
         image: tf.Tensor,
         mask: tf.Tensor,
         *,
         stateful: bool,
     ) -> tuple[tf.Tensor, tf.Tensor]:
+        from cityseg._tf import tf
+
         image, mask = tf.numpy_function(
             function, [image, mask], (tf.uint8, tf.uint8), stateful=stateful
         )
         # numpy_function forgets shapes; batching and Keras need them back.
-        return tf.ensure_shape(image, (*size, 3)), tf.ensure_shape(mask, size)
+        return tf.ensure_shape(image, (*self.size, 3)), tf.ensure_shape(mask, self.size)
 
-    def load(image_path: tf.Tensor, mask_path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def load(self, image_path: tf.Tensor, mask_path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        from cityseg._tf import tf
+
         # TensorFlow decodes outside the GIL; OpenCV resizes (see `resize_image`).
         image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
         mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)[..., 0]
-        if augmenter is not None and config.cache is None:
-            return in_numpy(augmenter, image, mask, stateful=True)
-        return in_numpy(resizer, image, mask, stateful=False)
+        if self.augmenter is not None and self.config.cache is None:
+            return self.in_numpy(self.augmenter, image, mask, stateful=True)
+        return self.in_numpy(self.resizer, image, mask, stateful=False)
 
-    dataset = tf.data.Dataset.from_tensor_slices((images, masks))
-    if training and config.cache is None:
-        dataset = dataset.shuffle(len(images), seed=config.seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load, num_parallel_calls=autotune, deterministic=deterministic)
-    if config.cache is not None:
-        # Resized uint8 pixels, before augmentation: every epoch still augments anew.
-        if config.cache == "memory":
-            dataset = dataset.cache()
-        else:
-            files = [[e["image"], e["mask"]] for e in entries]
-            dataset = dataset.cache(_cache_prefix(config.cache, root, split, config, files))
-        if training:
-            buffer = min(config.shuffle_buffer, len(images))
-            dataset = dataset.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
-            if augmenter is not None:
-                active = augmenter
+    def augment(self, image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        assert self.augmenter is not None
+        return self.in_numpy(self.augmenter, image, mask, stateful=True)
 
-                def augment(image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-                    return in_numpy(active, image, mask, stateful=True)
 
-                dataset = dataset.map(
-                    augment, num_parallel_calls=autotune, deterministic=deterministic
-                )
-
-    dataset = dataset.batch(config.batch_size, drop_remainder=training)
-    # Cast after batching: one large op per batch instead of one per image.
-    dataset = dataset.map(
-        lambda image, mask: (tf.cast(image, tf.float32), mask),
-        num_parallel_calls=autotune,
-        deterministic=deterministic,
-    )
-    return dataset.prefetch(autotune)
+def _cache_then_augment(
+    dataset: tf.data.Dataset,
+    stages: _Stages,
+    root: Path,
+    split: str,
+    entries: list[dict[str, Any]],
+) -> tf.data.Dataset:
+    """Cache resized uint8 pixels, before augmentation: every epoch still augments anew."""
+    config = stages.config
+    if config.cache == "memory":
+        dataset = dataset.cache()
+    else:
+        assert config.cache is not None
+        files = [[e["image"], e["mask"]] for e in entries]
+        dataset = dataset.cache(_cache_prefix(config.cache, root, split, config, files))
+    if stages.deterministic:  # evaluation: neither shuffled nor augmented
+        return dataset
+    buffer = min(config.shuffle_buffer, len(entries))
+    dataset = dataset.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
+    return dataset if stages.augmenter is None else stages.map(dataset, stages.augment)
