@@ -18,8 +18,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cityseg.demo import run_demo
-from cityseg.deploy.benchmark import benchmark_models
+from cityseg.demo_pipeline import DemoSettings, run_demo
+from cityseg.deploy.benchmark import time_models
 from cityseg.deploy.export import export_model
 from cityseg.inference.runtimes import EXPORT_FORMATS
 from cityseg.runs import parse_size
@@ -39,17 +39,18 @@ def main() -> None:
         work = Path(scratch)
         model, data = args.model, args.data
         if model is None:
-            run_demo(work, images_per_city=args.images_per_city, show_progress=False, log=print)
+            settings = DemoSettings(images=args.images_per_city, show_progress=False)
+            run_demo(work, settings, log=print)
             model, data = work / "runs" / "train" / "demo" / "best", work / "data" / "cityscapes"
         assert data is not None, "--data is needed with --model"
         reports = export_model(model, EXPORT_FORMATS, work / "export", data=data, size=size)
-        exports = {report.format: report.record for report in reports}
-        timing = benchmark_models(
+        exports = {report.format: report.to_dict() for report in reports}
+        timing = time_models(
             [model, *(report.folder for report in reports)],
             size=size,
             runs=args.runs,
             include_exports=False,
-        )
+        ).to_dict()
 
     keras = next(r for r in timing["results"] if r["format"] == "keras")
     print(f"\n{size[0]}x{size[1]}, {timing['threads']} CPU threads, {args.runs} timed runs")

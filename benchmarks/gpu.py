@@ -507,7 +507,7 @@ def predict_stage(section: dict[str, Any], bundle: Path, settings: Settings, wor
     exported = export_model(bundle, "savedmodel", work / "savedmodel", size=size, parity=0)
     section["export_seconds"] = round(time.perf_counter() - started, 1)
     models = predict_models(bundle, exported[0].folder, size)
-    section["keras_compute"] = describe_compute(models["keras float32"][1], *size)
+    section["keras_compute"] = describe_compute(models["keras float32"][1], *size).to_dict()
     section["results"] = []
     for batch in settings.predict_batch:
         inputs = frame(size, batch)

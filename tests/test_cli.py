@@ -1,4 +1,4 @@
-"""The command surface: help, version, `python -m`, planned commands, error exits."""
+"""The command surface: help, version, `python -m`, choice options and error exits."""
 
 from __future__ import annotations
 
@@ -11,8 +11,19 @@ import pytest
 
 from cityseg import __version__
 from cityseg.cli import run
+from cityseg.config import Arch, Augmentation, Loss, Split
 
-COMMANDS = ("prepare", "remap", "train", "evaluate", "predict", "serve", "demo")
+COMMANDS = (
+    "prepare",
+    "remap",
+    "demo",
+    "train",
+    "evaluate",
+    "predict",
+    "serve",
+    "export",
+    "benchmark",
+)
 
 
 def test_help_lists_every_command(cli) -> None:
@@ -58,3 +69,43 @@ def test_console_script_is_installed() -> None:
         env={**os.environ, "COLUMNS": "120"},
     )
     assert done.returncode == 0 and "prepare" in done.stdout
+
+
+def test_choice_enums_match_the_library_lists() -> None:
+    """config.py writes the choices out to stay free of TensorFlow; they must not drift."""
+    from cityseg.dataset.manifest import SPLITS
+    from cityseg.training.augment import AUG_PRESETS
+    from cityseg.training.losses import LOSSES
+    from cityseg.training.models import ARCHS
+
+    assert tuple(a.value for a in Arch) == ARCHS
+    assert tuple(loss.value for loss in Loss) == LOSSES
+    assert tuple(a.value for a in Augmentation) == AUG_PRESETS
+    assert tuple(s.value for s in Split) == SPLITS
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "--arch", "nope"),
+        ("train", "--loss", "nope"),
+        ("train", "--aug", "nope"),
+        ("evaluate", "--split", "nope"),
+    ],
+)
+def test_a_bad_choice_is_a_usage_error(cli, args: tuple[str, ...]) -> None:
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert "Invalid value" in result.stderr and "nope" in result.stderr
+
+
+def test_a_bad_size_is_one_line_and_exit_2(cli) -> None:
+    for args in (("train", "--size", "big"), ("export", "-f", "onnx", "--size", "8x8")):
+        result = cli(*args)
+        assert result.exit_code == 2, args
+        assert result.stderr.strip().count("\n") == 0 and "--size" in result.stderr
+
+
+def test_train_list_answers_before_other_options_are_checked(cli) -> None:
+    result = cli("train", "--size", "big", "--list")
+    assert result.exit_code == 0 and "unet-scratch" in result.stdout

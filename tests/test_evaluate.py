@@ -116,7 +116,7 @@ def test_official_score_agrees_with_cityscapesscripts(prepared: Path, tmp_path: 
         project=tmp_path / "runs",
         show_progress=False,
     )
-    ours = report.metrics["official"]
+    ours = report.to_dict()["official"]
     theirs = _official_evaluator(prepared, labelids, tmp_path)
 
     assert ours["mean_iou"] is not None and 0.2 < ours["mean_iou"] < 0.95  # neither extreme
@@ -133,7 +133,7 @@ def test_official_score_agrees_with_cityscapesscripts(prepared: Path, tmp_path: 
             assert mine == pytest.approx(score, abs=1e-6)
     assert sum(v is not None for v in ours["per_category"].values()) >= 5
     # the official score differs from ours: it skips ignoreInEval pixels and void
-    assert ours["mean_iou"] != pytest.approx(report.metrics["scores"]["mean_iou_non_void"])
+    assert ours["mean_iou"] != pytest.approx(report.to_dict()["scores"]["mean_iou_non_void"])
 
 
 def test_official_confusion_skips_ignore_in_eval_pixels() -> None:
@@ -167,10 +167,10 @@ def test_predictions_run_writes_reports(prepared: Path, tmp_path: Path) -> None:
     report = evaluate(predictions=predictions, data=prepared, project=tmp_path / "runs")
     out = report.out_dir
     assert out == tmp_path / "runs" / "predictions"
-    assert json.loads((out / "metrics.json").read_text()) == report.metrics
+    assert json.loads((out / "metrics.json").read_text()) == report.to_dict()
     assert (out / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    metrics = report.metrics
+    metrics = report.to_dict()
     entries = _entries(prepared)
     assert metrics["images"] == len(entries)
     assert metrics["split"] == SPLIT and metrics["scheme"] == "categories"
@@ -197,7 +197,7 @@ def test_perfect_predictions_score_one(prepared: Path, tmp_path: Path) -> None:
     _write_predictions(prepared, predictions, perfect=True)
     metrics = evaluate(
         predictions=predictions, data=prepared, project=tmp_path / "runs", name="perfect"
-    ).metrics
+    ).to_dict()
     assert metrics["scores"]["mean_iou"] == 1.0
     assert metrics["scores"]["pixel_accuracy"] == 1.0
     assert metrics["official"]["mean_iou"] == 1.0
@@ -210,7 +210,7 @@ def test_predictions_found_by_substring(prepared: Path, tmp_path: Path) -> None:
         city = png.name.split("_")[0]
         (predictions / city).mkdir(exist_ok=True)
         png.rename(predictions / city / f"{png.stem}_leftImg8bit.png")
-    metrics = evaluate(predictions=predictions, data=prepared, project=tmp_path / "runs").metrics
+    metrics = evaluate(predictions=predictions, data=prepared, project=tmp_path / "runs").to_dict()
     assert metrics["official"]["mean_iou"] == 1.0
 
 
@@ -286,7 +286,7 @@ def test_model_run(prepared: Path, tmp_path: Path) -> None:
     with (report.out_dir / "per_image.csv").open() as handle:
         assert sorted(r["key"] for r in csv.DictReader(handle)) == sorted(e["key"] for e in entries)
     assert len(list((tmp_path / "labelids").glob("*_pred_labelIds.png"))) == len(entries)
-    metrics = report.metrics
+    metrics = report.to_dict()
     assert metrics["source"]["kind"] == "model"
     assert metrics["source"]["card"]["arch"] == "pspnet"
     assert metrics["official"]["counted_pixels"] > 0

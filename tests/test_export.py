@@ -114,9 +114,9 @@ def test_serve_an_onnx_model(exports: dict[str, Path], train_data: Path) -> None
     from fastapi.testclient import TestClient
 
     from cityseg.images import encode_png
-    from cityseg.serve.app import ServeSettings, create_app
+    from cityseg.serve import ServeConfig, create_app
 
-    settings = ServeSettings(model=exports["onnx"] / "model.onnx", data=train_data)
+    settings = ServeConfig(model=exports["onnx"] / "model.onnx", data=train_data)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
         entry = read_manifest(train_data)["splits"]["val"][0]

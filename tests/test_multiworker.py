@@ -43,8 +43,10 @@ class DumpWeights(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         np.savez(dump, *[np.asarray(w) for w in self.model.get_weights()])
 
-real = train_module.train
-train_module.train = lambda config, **kw: real(config, callbacks=[DumpWeights()], **kw)
+real = train_module.train  # `cityseg train` calls it through `cityseg.train(callbacks=())`
+train_module.train = lambda config, callbacks=(), **kw: real(
+    config, callbacks=[*callbacks, DumpWeights()], **kw
+)
 sys.exit(run(sys.argv[3:]))
 """
 

@@ -29,8 +29,9 @@ from cityseg.dataset import labels
 from cityseg.dataset.synthetic import draw_scene
 from cityseg.errors import CitysegError
 from cityseg.images import decode_image, decode_mask, encode_png
-from cityseg.serve import ServeSettings, create_app
-from cityseg.serve.app import ServeState, check_image, jpeg_size, png_size
+from cityseg.serve import ServeConfig, create_app
+from cityseg.serve.limits import check_image, jpeg_size, png_size
+from cityseg.serve.state import ServerState
 from serving import serving, wait_ready
 
 NAMES = list(labels.CATEGORY_NAMES)
@@ -78,7 +79,7 @@ def bundle(tiny_bundle: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def app(bundle: Path, prepared: Path) -> FastAPI:
-    return create_app(ServeSettings(model=bundle, data=prepared))
+    return create_app(ServeConfig(model=bundle, data=prepared))
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +89,8 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield client
 
 
-def _state(app: FastAPI) -> ServeState:
-    state: ServeState = app.state.serve
+def _state(app: FastAPI) -> ServerState:
+    state: ServerState = app.state.serve
     return state
 
 
@@ -245,7 +246,7 @@ def test_unknown_ids_are_404(client: TestClient, part: str) -> None:
 
 
 def test_without_dataset_images_are_404(bundle: Path) -> None:
-    app = create_app(ServeSettings(model=bundle))
+    app = create_app(ServeConfig(model=bundle))
     with TestClient(app) as client:
         assert client.get("/api/images?split=test").status_code == 404
         assert client.get("/api/images/1/image").status_code == 404
@@ -254,11 +255,11 @@ def test_without_dataset_images_are_404(bundle: Path) -> None:
 
 def test_no_model_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(CitysegError, match="no trained model"):
-        create_app(ServeSettings(project=tmp_path))
+        create_app(ServeConfig(project=tmp_path))
 
 
 def test_body_limit(bundle: Path) -> None:
-    app = create_app(ServeSettings(model=bundle, max_body_bytes=2000))
+    app = create_app(ServeConfig(model=bundle, max_body_bytes=2000))
     with TestClient(app) as client:
         big = client.post("/predict", files=upload(scene_png(200, 300, 3)))
         assert big.status_code == 413 and "2000" in big.json()["detail"]
@@ -279,7 +280,7 @@ def test_body_limit(bundle: Path) -> None:
 
 def test_busy_server_answers_503(bundle: Path) -> None:
     """max_queue=1: one request waiting behind a blocked model thread fills the queue."""
-    app = create_app(ServeSettings(model=bundle, max_queue=1))
+    app = create_app(ServeConfig(model=bundle, max_queue=1))
     state = _state(app)
     with TestClient(app) as client:
         wait_ready(client)
@@ -310,7 +311,7 @@ def test_busy_server_answers_503(bundle: Path) -> None:
 
 
 def test_zero_queue_always_503(bundle: Path) -> None:
-    app = create_app(ServeSettings(model=bundle, max_queue=0))
+    app = create_app(ServeConfig(model=bundle, max_queue=0))
     with TestClient(app) as client:
         wait_ready(client)
         response = client.post("/predict", files=upload(scene_png()))
@@ -356,7 +357,7 @@ def test_fuzz_get_never_5xx(client: TestClient, image_id: str, part: str, split:
 
 def test_uvicorn_over_real_http(bundle: Path) -> None:
     with (
-        serving(create_app(ServeSettings(model=bundle))) as base,
+        serving(create_app(ServeConfig(model=bundle))) as base,
         httpx.Client(base_url=base, timeout=30) as http,
     ):
         response = http.post("/predict", files=upload(scene_png(20, 30)))

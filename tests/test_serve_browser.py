@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from cityseg.dataset import labels
-from cityseg.serve import ServeSettings, create_app
+from cityseg.serve import ServeConfig, create_app
 from serving import serving
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -108,7 +108,7 @@ class Dom(HTMLParser):
 
 @pytest.fixture(scope="module")
 def base_url(tiny_bundle: Path, prepared: Path) -> Iterator[str]:
-    with serving(create_app(ServeSettings(model=tiny_bundle, data=prepared))) as base:
+    with serving(create_app(ServeConfig(model=tiny_bundle, data=prepared))) as base:
         yield base
 
 

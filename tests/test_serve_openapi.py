@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from schemathesis.generation.stateful import run_state_machine_as_test
 
 from cityseg.inference.bundle import CARD_NAME, FORMAT_VERSION
-from cityseg.serve import ServeSettings, create_app
-from cityseg.serve.app import check_image
+from cityseg.serve import ServeConfig, create_app
+from cityseg.serve.limits import check_image
 from serving import serving
 
 EXAMPLES = 50
@@ -86,7 +86,7 @@ DECLARED: dict[tuple[str, str], set[int]] = {
     **{("get", f"/api/images/{{image_id}}/{part}"): {200, 404, 422, 503} for part in MODEL_PARTS},
     ("get", "/api/images/{image_id}/metrics"): {200, 404, 409, 422, 503},
 }
-"""What each operation can answer: the server's error paths, read from app.py."""
+"""What each operation can answer: the server's error paths, read from serve/routes/."""
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,7 @@ def openapi(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder.mkdir()
     card = {"format_version": FORMAT_VERSION, "arch": "fpn", "classes": ["void", "road"]}
     (folder / CARD_NAME).write_text(json.dumps(card))
-    return create_app(ServeSettings(model=folder)).openapi()
+    return create_app(ServeConfig(model=folder)).openapi()
 
 
 def _operations(openapi: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -187,7 +187,7 @@ def test_declared_ranges_and_enums(openapi: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def app(tiny_bundle: Path, prepared: Path) -> FastAPI:
-    return create_app(ServeSettings(model=tiny_bundle, data=prepared))
+    return create_app(ServeConfig(model=tiny_bundle, data=prepared))
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,12 @@ def default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+DEFAULT_DATA = Path("data/cityscapes")
+"""Where prepare writes Cityscapes, and where train, evaluate and export look for a dataset."""
+DEFAULT_PROJECT = Path("runs/train")
+"""Where train writes its runs, and where every later command looks for the newest one."""
+
+
 @dataclass(frozen=True)
 class RemapConfig:
     scheme: str = "categories"
@@ -64,7 +70,7 @@ class GroundTruth(str, Enum):
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    output: Path = Path("data/cityscapes")
+    output: Path = DEFAULT_DATA
     val_ratio: float = 0.15
     split_by: SplitBy = SplitBy.city
     labels: LabelSource = LabelSource.labelids
@@ -156,15 +162,63 @@ class Schedule(str, Enum):
     constant = "constant"
 
 
+# The choices below are written out here, not imported, because the lists they copy
+# live in modules that are slow to import (TensorFlow, albumentations) and this module
+# must not be; tests/test_cli.py keeps each equal to the list it copies.
+
+
+class Arch(str, Enum):
+    """`train --arch`: `cityseg.training.models.ARCHS`."""
+
+    unet = "unet"
+    fpn = "fpn"
+    linknet = "linknet"
+    pspnet = "pspnet"
+    unet_scratch = "unet-scratch"
+    """A U-Net without a pretrained encoder (`--base-filters` sets its width)."""
+
+
+class Loss(str, Enum):
+    """`train --loss`: `cityseg.training.losses.LOSSES`."""
+
+    cce = "cce"
+    dice = "dice"
+    weighted_dice = "weighted-dice"
+    focal = "focal"
+    focal_dice = "focal-dice"
+    jaccard = "jaccard"
+
+
+class Augmentation(str, Enum):
+    """`train --aug`: `cityseg.training.augment.AUG_PRESETS`."""
+
+    none = "none"
+    soft = "soft"
+    hard = "hard"
+
+
+class Split(str, Enum):
+    """A prepared dataset's splits: `cityseg.dataset.manifest.SPLITS`."""
+
+    train = "train"
+    val = "val"
+    test = "test"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every training setting; saved as the run's config.json and read back by --resume."""
+    """Every training setting; saved as the run's config.json and read back by --resume.
 
-    data: Path = Path("data/cityscapes")
+    `arch`, `loss` and `aug` hold the plain string values of `Arch`, `Loss` and
+    `Augmentation`: config.json stores strings, and the training code validates and
+    compares them as strings.
+    """
+
+    data: Path = DEFAULT_DATA
     scheme: str = "auto"
     """A scheme the dataset holds; auto = the one it was prepared with (categories for
     Cityscapes, classes for own data)."""
-    arch: str = "fpn"
+    arch: str = Arch.fpn.value
     backbone: str = "efficientnetb0"
     weights: str = "imagenet"
     base_filters: int = 64
@@ -178,13 +232,13 @@ class TrainConfig:
     schedule: Schedule = Schedule.cosine
     patience: int = 10
     """Epochs without a better val mIoU before early stopping; 0 turns it off."""
-    loss: str = "focal-dice"
-    aug: str = "soft"
+    loss: str = Loss.focal_dice.value
+    aug: str = Augmentation.soft.value
     cache: str | None = None
     seed: int = 0
     precision: Precision = Precision.auto
     strategy: Strategy = Strategy.auto
-    project: Path = Path("runs/train")
+    project: Path = DEFAULT_PROJECT
     name: str | None = None
     steps_per_epoch: int | None = None
     """Cap on training steps per epoch (smoke runs); None = the whole split."""
@@ -230,12 +284,64 @@ class ExportFormat(str, Enum):
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    """Defaults of `cityseg serve`; the app's ServeSettings takes its limits from here."""
+class EvaluateConfig:
+    """Defaults of `cityseg evaluate` and `cityseg.evaluation.evaluate.evaluate`."""
 
+    split: str = Split.test.value
+    """Our test split is the original Cityscapes val, whose labels are public."""
+    project: Path = Path("runs/eval")
+    batch: int = 4
+    """Images per model call."""
+    tta_flip: bool = False
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """Defaults of `cityseg predict` and `cityseg.inference.predict.predict_paths`."""
+
+    format: OutputFormat = OutputFormat.colour
+    alpha: float = 0.5
+    """Opacity of the mask in an overlay."""
+    legend: bool = False
+    tta_flip: bool = False
+    batch: int = 4
+    """Images per model call."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Defaults of `cityseg export` and `cityseg.deploy.export.export_model`."""
+
+    calib: int = 100
+    """Training images int8 calibration measures activation ranges on (tflite-int8)."""
+    parity: int = 20
+    """Validation images the parity report compares the export and the Keras model on."""
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """Defaults of `cityseg benchmark` and `cityseg.deploy.benchmark.time_models`."""
+
+    runs: int = 30
+    """Timed calls per runtime, after the warm-up calls."""
+    batch: int = 1
+    include_exports: bool = True
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What `cityseg serve` runs with: its defaults, and the configuration of its app."""
+
+    model: Path | None = None
+    """A bundle folder; None: the newest run's best under `project`."""
+    data: Path | None = None
+    """A prepared dataset; None: the /api/images endpoints answer 404."""
+    project: Path = DEFAULT_PROJECT
     host: str = "127.0.0.1"
     """Loopback by default: exposing the server is an explicit `--host 0.0.0.0`."""
     port: int = 5000
+    workers: int = 1
+    """Server processes, each loading the model (uvicorn workers)."""
     max_body_bytes: int = 20 * 1024**2
     max_pixels: int = 40_000_000
     max_queue: int = 8

@@ -34,7 +34,3 @@ class UnknownLabelError(DataError):
 
 class DiskFullError(CitysegError):
     """The output device ran out of space; what was written so far is kept."""
-
-
-class NotImplementedYetError(CitysegError):
-    """A subcommand that is planned but not built in this release."""

@@ -1,10 +1,19 @@
-"""One progress bar style for every long loop, drawn on stderr so stdout stays clean."""
+"""One progress bar for every long loop, drawn on stderr so stdout stays clean.
+
+A terminal gets a rich bar. A Jupyter notebook gets tqdm's (`tqdm.auto`: a widget where
+ipywidgets is installed, text otherwise), because rich draws nothing there: its console
+is not a terminal, and its live display needs ipywidgets. Anywhere else (pipes, CI
+logs) there is no bar, as a bar redrawn in a log file is noise. The choice is made per
+loop by `choose_backend`, a pure function, from what `in_notebook` and the console see.
+"""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -21,14 +30,55 @@ T = TypeVar("T")
 stderr_console = Console(stderr=True, soft_wrap=True)
 
 
-def track(items: Iterable[T], total: int, description: str, *, enabled: bool = True) -> Iterator[T]:
-    """Yield `items` while drawing a bar on a terminal; plain iteration otherwise.
+Backend = Literal["rich", "tqdm", "none"]
 
-    Bars are skipped when stderr is not a terminal: in CI logs and pipes they are noise.
+
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter (IPython kernel) session.
+
+    Only a kernel counts: plain `ipython` in a terminal is a terminal, and rich draws
+    there. IPython is never imported here: a process that has not imported it is not a
+    kernel, and importing it would cost a CLI run a quarter of a second.
     """
-    if not enabled or not stderr_console.is_terminal:
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    if get_ipython is None:
+        return False
+    shell = get_ipython()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def choose_backend(*, enabled: bool, notebook: bool, terminal: bool) -> Backend:
+    """Which bar a loop draws: none when turned off, tqdm in a notebook, rich on a
+    terminal, and none elsewhere."""
+    if not enabled:
+        return "none"
+    if notebook:
+        return "tqdm"
+    return "rich" if terminal else "none"
+
+
+def track(items: Iterable[T], total: int, description: str, *, enabled: bool = True) -> Iterator[T]:
+    """Yield `items` while drawing a bar (see `choose_backend`); plain iteration otherwise."""
+    backend = choose_backend(
+        enabled=enabled, notebook=in_notebook(), terminal=stderr_console.is_terminal
+    )
+    if backend == "tqdm":
+        yield from _tqdm_track(items, total, description)
+    elif backend == "rich":
+        yield from _rich_track(items, total, description)
+    else:
         yield from items
-        return
+
+
+def _tqdm_track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
+    # Imported by name: tqdm ships no type stubs, and this is the one call made into it.
+    tqdm = importlib.import_module("tqdm.auto").tqdm
+    with tqdm(items, total=total, desc=description, leave=False) as bar:
+        yield from bar
+
+
+def _rich_track(items: Iterable[T], total: int, description: str) -> Iterator[T]:
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

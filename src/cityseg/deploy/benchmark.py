@@ -18,22 +18,26 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.deploy.parity import latency_summary
+from cityseg.config import BenchmarkConfig
+from cityseg.deploy.parity import Latency
 from cityseg.errors import UsageError
 from cityseg.inference.bundle import CARD_NAME, read_card
 from cityseg.inference.runtimes import KERAS, LoadedModel, cpu_threads, model_format, open_model
 
 Log = Callable[[str], None]
 WARMUP_CALLS = 3
+BENCHMARK = BenchmarkConfig()
 
 
 @dataclass(frozen=True)
 class BenchmarkRow:
+    """One runtime's timing: latency per call and throughput."""
+
     path: Path
     format: str
     runtime: str
     bytes: int
-    latency_ms: dict[str, float]
+    latency_ms: Latency
     images_per_second: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -42,20 +46,54 @@ class BenchmarkRow:
             "format": self.format,
             "runtime": self.runtime,
             "bytes": self.bytes,
-            "latency_ms": self.latency_ms,
+            "latency_ms": self.latency_ms.to_dict(),
             "images_per_second": self.images_per_second,
         }
 
 
-def benchmark_models(
+@dataclass(frozen=True)
+class ComputeCost:
+    """What the Keras model computes: parameters and GFLOPs of one image."""
+
+    parameters: int
+    gflops: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"parameters": self.parameters, "gflops": self.gflops}
+
+
+@dataclass(frozen=True)
+class BenchmarkReport:
+    """Every runtime timed at one input size; `to_dict()` is what `--json` writes."""
+
+    input_size: tuple[int, int]
+    batch: int
+    runs: int
+    threads: int
+    keras: ComputeCost | None
+    """None when no Keras bundle was timed (exports only)."""
+    results: list[BenchmarkRow]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "input_size": list(self.input_size),
+            "batch": self.batch,
+            "runs": self.runs,
+            "threads": self.threads,
+            "keras": None if self.keras is None else self.keras.to_dict(),
+            "results": [row.to_dict() for row in self.results],
+        }
+
+
+def time_models(
     models: list[Path],
     *,
     size: tuple[int, int] | None = None,
-    runs: int = 30,
-    batch: int = 1,
-    include_exports: bool = True,
+    runs: int = BENCHMARK.runs,
+    batch: int = BENCHMARK.batch,
+    include_exports: bool = BENCHMARK.include_exports,
     log: Log = lambda message: None,
-) -> dict[str, Any]:
+) -> BenchmarkReport:
     """Time every model in `models` (and, for bundles, their exports) at one input size."""
     if runs < 1 or batch < 1:
         raise UsageError("--runs and --batch must be at least 1")
@@ -76,14 +114,14 @@ def benchmark_models(
             keras_model = loaded
         log(f"timing {loaded.format} ({path})")
         rows.append(time_model(loaded, inputs, runs))
-    return {
-        "input_size": [height, width],
-        "batch": batch,
-        "runs": runs,
-        "threads": cpu_threads(),
-        "keras": describe_compute(keras_model, height, width) if keras_model else None,
-        "results": [row.to_dict() for row in rows],
-    }
+    return BenchmarkReport(
+        input_size=(height, width),
+        batch=batch,
+        runs=runs,
+        threads=cpu_threads(),
+        keras=describe_compute(keras_model, height, width) if keras_model else None,
+        results=rows,
+    )
 
 
 def time_model(model: LoadedModel, inputs: np.ndarray, runs: int) -> BenchmarkRow:
@@ -99,12 +137,12 @@ def time_model(model: LoadedModel, inputs: np.ndarray, runs: int) -> BenchmarkRo
         format=model.format,
         runtime=model.runtime.name,
         bytes=int(model.card["weights"]["bytes"]),
-        latency_ms=latency_summary(seconds),
+        latency_ms=Latency.of(seconds),
         images_per_second=round(len(inputs) * runs / sum(seconds), 2),
     )
 
 
-def describe_compute(model: LoadedModel, height: int, width: int) -> dict[str, Any]:
+def describe_compute(model: LoadedModel, height: int, width: int) -> ComputeCost:
     """Parameters, and FLOPs of one image as TensorFlow's profiler counts them (a
     multiply-add is two), from the model's frozen graph."""
     from tensorflow.python.framework.convert_to_constants import (
@@ -124,10 +162,10 @@ def describe_compute(model: LoadedModel, height: int, width: int) -> dict[str, A
         profile = tf.compat.v1.profiler.profile(
             graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op", options=options
         )
-    return {
-        "parameters": int(keras_model.count_params()),
-        "gflops": round(profile.total_float_ops / 1e9, 3),
-    }
+    return ComputeCost(
+        parameters=int(keras_model.count_params()),
+        gflops=round(profile.total_float_ops / 1e9, 3),
+    )
 
 
 def _with_exports(models: list[Path]) -> list[Path]:

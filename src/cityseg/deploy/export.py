@@ -12,6 +12,7 @@ bundle's input size or `--size`; the TFLite formats are converted from a SavedMo
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cityseg import __version__
+from cityseg.config import DEFAULT_DATA, ExportConfig
+from cityseg.deploy.parity import ParityReport
 from cityseg.errors import CitysegError, DataError, UsageError
 from cityseg.fsutil import atomic_write_json
 from cityseg.inference.bundle import CARD_NAME, read_card, write_model_folder
@@ -45,16 +48,83 @@ Log = Callable[[str], None]
 EXPORT_NAME = "export.json"
 ARTEFACT_NAMES = {SAVEDMODEL: "saved_model", ONNX: "model.onnx"}
 ONNX_OPSET = 17
-DEFAULT_CALIB = 100
-DEFAULT_PARITY = 20
+EXPORT = ExportConfig()
 
 
 @dataclass(frozen=True)
 class ExportReport:
+    """One export: where it is, what it cost in bytes, and its parity with the Keras model.
+
+    `to_dict()` is export.json, key for key; `ExportReport.read(folder)` reads one back.
+    """
+
     folder: Path
     format: str
     bytes: int
-    record: dict[str, Any]
+    """The artefact's size on disk (a SavedModel: every file in it)."""
+    artefact: str
+    """The artefact's name in `folder` (model.tflite, model.onnx, saved_model)."""
+    input_size: tuple[int, int]
+    keras_weights_bytes: int
+    size_ratio: float
+    """`bytes` over the Keras weights' bytes."""
+    bundle: Path
+    """The Keras bundle it was exported from."""
+    weights_sha256: str
+    """The SHA-256 of that bundle's weights, as its card records it."""
+    calibration_images: int | None
+    """Training images int8 calibration saw; None for the float formats."""
+    seconds: float
+    parity: ParityReport | None
+    """None when exported with `parity=0`."""
+    cityseg_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "artefact": self.artefact,
+            "bytes": self.bytes,
+            "input_size": list(self.input_size),
+            "keras_weights_bytes": self.keras_weights_bytes,
+            "size_ratio": self.size_ratio,
+            "source": {"bundle": str(self.bundle), "weights_sha256": self.weights_sha256},
+            "calibration": (
+                None
+                if self.calibration_images is None
+                else {"split": "train", "images": self.calibration_images}
+            ),
+            "seconds": self.seconds,
+            "cityseg_version": self.cityseg_version,
+            "parity": None if self.parity is None else self.parity.to_dict(),
+        }
+
+    @classmethod
+    def read(cls, folder: str | Path) -> ExportReport:
+        """The report of an export folder, from its export.json."""
+        folder = Path(folder)
+        path = folder / EXPORT_NAME
+        try:
+            record = json.loads(path.read_text())
+            calibration, parity = record["calibration"], record["parity"]
+            return cls(
+                folder=folder,
+                format=record["format"],
+                bytes=int(record["bytes"]),
+                artefact=record["artefact"],
+                input_size=(int(record["input_size"][0]), int(record["input_size"][1])),
+                keras_weights_bytes=int(record["keras_weights_bytes"]),
+                size_ratio=float(record["size_ratio"]),
+                bundle=Path(record["source"]["bundle"]),
+                weights_sha256=record["source"]["weights_sha256"],
+                calibration_images=None if calibration is None else int(calibration["images"]),
+                seconds=float(record["seconds"]),
+                parity=None if parity is None else ParityReport.from_dict(parity),
+                cityseg_version=record["cityseg_version"],
+            )
+        except FileNotFoundError as exc:
+            raise DataError(f"{folder} is not an export folder (no {EXPORT_NAME})") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"cannot read {path}: {exc}") from exc
 
 
 def export_model(
@@ -62,10 +132,10 @@ def export_model(
     formats: str | Sequence[str],
     output: Path | None = None,
     *,
-    data: Path = Path("data/cityscapes"),
+    data: Path = DEFAULT_DATA,
     size: tuple[int, int] | None = None,
-    calib: int = DEFAULT_CALIB,
-    parity: int = DEFAULT_PARITY,
+    calib: int = EXPORT.calib,
+    parity: int = EXPORT.parity,
     log: Log = lambda message: None,
 ) -> list[ExportReport]:
     """Export the bundle at `model` to each of `formats`, each with its parity report.
@@ -147,28 +217,29 @@ def _export_one(
     exported = open_model(folder)
     artefact_bytes = int(exported.card["weights"]["bytes"])
     calibrated = fmt == "tflite-int8" and converter.calibration is not None
-    record: dict[str, Any] = {
-        "format": fmt,
-        "artefact": exported.card["weights"]["file"],
-        "bytes": artefact_bytes,
-        "input_size": [height, width],
-        "keras_weights_bytes": int(card["weights"]["bytes"]),
-        "size_ratio": round(artefact_bytes / int(card["weights"]["bytes"]), 4),
-        "source": source,
-        "calibration": (
-            {"split": "train", "images": len(converter.calibration or [])} if calibrated else None
-        ),
-        "seconds": round(time.perf_counter() - started, 1),
-        "cityseg_version": __version__,
-        "parity": None,
-    }
+    seconds = round(time.perf_counter() - started, 1)  # the export alone, not its parity
+    parity = None
     if reference is not None:
         from cityseg.deploy.parity import TOLERANCES, measure_parity
 
         log(f"parity: {fmt} against Keras on {len(reference.masks)} val images")
-        record["parity"] = measure_parity(reference, exported, TOLERANCES[fmt])
-    atomic_write_json(folder / EXPORT_NAME, record)
-    return ExportReport(folder=folder, format=fmt, bytes=artefact_bytes, record=record)
+        parity = measure_parity(reference, exported, TOLERANCES[fmt])
+    report = ExportReport(
+        folder=folder,
+        format=fmt,
+        bytes=artefact_bytes,
+        artefact=exported.card["weights"]["file"],
+        input_size=(height, width),
+        keras_weights_bytes=int(card["weights"]["bytes"]),
+        size_ratio=round(artefact_bytes / int(card["weights"]["bytes"]), 4),
+        bundle=bundle_folder,
+        weights_sha256=card["weights"]["sha256"],
+        calibration_images=len(converter.calibration or []) if calibrated else None,
+        seconds=seconds,
+        parity=parity,
+    )
+    atomic_write_json(folder / EXPORT_NAME, report.to_dict())
+    return report
 
 
 def _output_folder(

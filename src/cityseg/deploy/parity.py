@@ -56,14 +56,93 @@ class TimedRuntime:
         return result
 
 
+@dataclass(frozen=True)
+class Latency:
+    """Milliseconds per call: median, 95th percentile and mean."""
+
+    p50: float
+    p95: float
+    mean: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Latency:
+        values = np.asarray(seconds, dtype=np.float64) * 1000.0
+        return cls(
+            p50=round(float(np.percentile(values, 50)), 3),
+            p95=round(float(np.percentile(values, 95)), 3),
+            mean=round(float(values.mean()), 3),
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return {"p50": self.p50, "p95": self.p95, "mean": self.mean}
+
+
 def latency_summary(seconds: list[float]) -> dict[str, float]:
-    """p50/p95/mean in milliseconds."""
-    values = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {
-        "p50": round(float(np.percentile(values, 50)), 3),
-        "p95": round(float(np.percentile(values, 95)), 3),
-        "mean": round(float(values.mean()), 3),
-    }
+    """p50/p95/mean in milliseconds (`Latency.of` as a dict)."""
+    return Latency.of(seconds).to_dict()
+
+
+@dataclass(frozen=True)
+class MiouComparison:
+    """The mIoU of the Keras model and of the export on the same images."""
+
+    keras: float
+    export: float
+    drop: float
+    """Keras minus export: positive when the export is worse."""
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    keras: Latency
+    export: Latency
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """How far an export strays from its Keras model: export.json's `parity` record."""
+
+    images: int
+    pixel_agreement: float
+    """Share of pixels whose class both models agree on."""
+    miou: MiouComparison
+    latency_ms: LatencyComparison
+    speedup_p50: float
+    tolerance: Tolerance
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Exactly the `parity` record export.json holds, in its key order."""
+        return {
+            "images": self.images,
+            "pixel_agreement": self.pixel_agreement,
+            "miou": {"keras": self.miou.keras, "export": self.miou.export, "drop": self.miou.drop},
+            "latency_ms": {
+                "keras": self.latency_ms.keras.to_dict(),
+                "export": self.latency_ms.export.to_dict(),
+            },
+            "speedup_p50": self.speedup_p50,
+            "tolerance": {
+                "min_pixel_agreement": self.tolerance.min_pixel_agreement,
+                "max_miou_drop": self.tolerance.max_miou_drop,
+            },
+            "passed": self.passed,
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ParityReport:
+        miou, latency = record["miou"], record["latency_ms"]
+        return cls(
+            images=int(record["images"]),
+            pixel_agreement=float(record["pixel_agreement"]),
+            miou=MiouComparison(keras=miou["keras"], export=miou["export"], drop=miou["drop"]),
+            latency_ms=LatencyComparison(
+                keras=Latency(**latency["keras"]), export=Latency(**latency["export"])
+            ),
+            speedup_p50=float(record["speedup_p50"]),
+            tolerance=Tolerance(**record["tolerance"]),
+            passed=bool(record["passed"]),
+        )
 
 
 def evenly_spaced(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:
@@ -82,7 +161,7 @@ class Reference:
     entries: list[dict[str, Any]]
     masks: list[np.ndarray]
     miou: float
-    latency_ms: dict[str, float]
+    latency_ms: Latency
     num_classes: int
     ignore_index: int | None
 
@@ -97,7 +176,7 @@ def run_reference(model: LoadedModel, root: Path, entries: list[dict[str, Any]])
         entries=entries,
         masks=masks,
         miou=matrix.scores().mean_iou,
-        latency_ms=latency_summary(seconds),
+        latency_ms=Latency.of(seconds),
         num_classes=num_classes,
         ignore_index=ignore,
     )
@@ -105,7 +184,7 @@ def run_reference(model: LoadedModel, root: Path, entries: list[dict[str, Any]])
 
 def measure_parity(
     reference: Reference, candidate: LoadedModel, tolerance: Tolerance
-) -> dict[str, Any]:
+) -> ParityReport:
     """The parity report of `candidate` against the Keras `reference`."""
     masks, matrix, seconds = _predict_all(
         candidate, reference.root, reference.entries, reference.num_classes, reference.ignore_index
@@ -117,25 +196,18 @@ def measure_parity(
     agreement = agreeing / sum(m.size for m in masks)
     miou = matrix.scores().mean_iou
     drop = reference.miou - miou
-    latency = latency_summary(seconds)
-    return {
-        "images": len(masks),
-        "pixel_agreement": round(agreement, 6),
-        "miou": {
-            "keras": round(reference.miou, 6),
-            "export": round(miou, 6),
-            "drop": round(drop, 6),
-        },
-        "latency_ms": {"keras": reference.latency_ms, "export": latency},
-        "speedup_p50": round(reference.latency_ms["p50"] / latency["p50"], 3),
-        "tolerance": {
-            "min_pixel_agreement": tolerance.min_pixel_agreement,
-            "max_miou_drop": tolerance.max_miou_drop,
-        },
-        "passed": bool(
-            agreement >= tolerance.min_pixel_agreement and drop <= tolerance.max_miou_drop
+    latency = Latency.of(seconds)
+    return ParityReport(
+        images=len(masks),
+        pixel_agreement=round(agreement, 6),
+        miou=MiouComparison(
+            keras=round(reference.miou, 6), export=round(miou, 6), drop=round(drop, 6)
         ),
-    }
+        latency_ms=LatencyComparison(keras=reference.latency_ms, export=latency),
+        speedup_p50=round(reference.latency_ms.p50 / latency.p50, 3),
+        tolerance=tolerance,
+        passed=bool(agreement >= tolerance.min_pixel_agreement and drop <= tolerance.max_miou_drop),
+    )
 
 
 def _predict_all(

@@ -22,13 +22,13 @@ import csv
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cityseg import __version__
+from cityseg.config import DEFAULT_DATA, EvaluateConfig
 from cityseg.dataset import labels
 from cityseg.dataset.manifest import (
     SPLITS,
@@ -39,6 +39,13 @@ from cityseg.dataset.manifest import (
 )
 from cityseg.errors import DataError, UsageError
 from cityseg.evaluation.metrics import SegmentationScores, confusion_matrix, scores_from_confusion
+from cityseg.evaluation.report import (
+    REPORT_NAME,
+    EvalReport,
+    EvalSource,
+    GroupScores,
+    OfficialScore,
+)
 from cityseg.fsutil import atomic_open, atomic_write_bytes, atomic_write_json
 from cityseg.images import read_image, read_mask, write_mask
 from cityseg.progress import track
@@ -52,6 +59,7 @@ Log = Callable[[str], None]
 __all__ = [
     "EvalReport",
     "evaluate",
+    "official_score",
     "official_category_confusion",
     "official_category_scores",
 ]
@@ -60,19 +68,7 @@ OFFICIAL_SCHEME = "categories"
 NUM_CATEGORIES = len(labels.CATEGORIES)
 VOID_CATEGORY = 0
 DEFAULT_PREDICTIONS_NAME = "predictions"
-OFFICIAL_METHOD = (
-    "cityscapesScripts evalPixelLevelSemanticLabeling category IoU: ground-truth pixels whose "
-    "labelId is ignoreInEval are not counted; a prediction of void on a counted pixel is a "
-    "false negative of its category and a false positive of none; mean over the 7 non-void "
-    "categories with a defined IoU"
-)
-
-
-@dataclass(frozen=True)
-class EvalReport:
-    out_dir: Path
-    metrics: dict[str, Any]
-    """Exactly what `out_dir/metrics.json` holds."""
+EVALUATE = EvaluateConfig()
 
 
 # --------------------------------------------------------------------------- official score
@@ -120,6 +116,11 @@ def official_category_scores(confusion: np.ndarray) -> dict[str, Any]:
     as it skips any category whose tp + fp + fn is 0: the mean is over the defined ones of
     the 7 non-void categories.
     """
+    return official_score(confusion).to_dict()
+
+
+def official_score(confusion: np.ndarray) -> OfficialScore:
+    """`official_category_scores` as a typed record."""
     counts = np.asarray(confusion, dtype=np.int64)
     if counts.shape != (NUM_CATEGORIES, NUM_CATEGORIES):
         raise ValueError(f"expected an 8x8 category confusion matrix, got {counts.shape}")
@@ -139,12 +140,11 @@ def official_category_scores(confusion: np.ndarray) -> dict[str, Any]:
         iou = tp / denominator
         per_category[category.name] = iou
         defined.append(iou)
-    return {
-        "method": OFFICIAL_METHOD,
-        "mean_iou": sum(defined) / len(defined) if defined else None,
-        "per_category": per_category,
-        "counted_pixels": int(counts.sum()),
-    }
+    return OfficialScore(
+        mean_iou=sum(defined) / len(defined) if defined else None,
+        per_category=per_category,
+        counted_pixels=int(counts.sum()),
+    )
 
 
 # --------------------------------------------------------------------------- evaluate
@@ -153,171 +153,243 @@ def official_category_scores(confusion: np.ndarray) -> dict[str, Any]:
 def evaluate(
     *,
     model: Path | None = None,
-    data: Path = Path("data/cityscapes"),
-    split: str = "test",
+    data: Path = DEFAULT_DATA,
+    split: str = EVALUATE.split,
     predictions: Path | None = None,
     write_labelids: Path | None = None,
-    project: Path = Path("runs/eval"),
+    project: Path = EVALUATE.project,
     name: str | None = None,
-    batch: int = 4,
-    tta_flip: bool = False,
+    batch: int = EVALUATE.batch,
+    tta_flip: bool = EVALUATE.tta_flip,
     show_progress: bool = True,
     log: Log = lambda message: None,
     scheme: str | None = None,
+    loader: Callable[[], Predictor] | None = None,
 ) -> EvalReport:
     """Score `model` (default: the newest run's best) or the PNGs in `predictions` on a split.
 
     `scheme` defaults to the model card's scheme, or `categories` for predictions. Writes
     `project/<name>/` (numbered like training runs, never overwritten) with metrics.json,
-    per_image.csv and confusion.png, and returns what metrics.json holds.
+    per_image.csv and confusion.png, and returns the report metrics.json is written from.
+    `loader` gives the predictor of a model already open (the Python API's `Model`),
+    which keeps it loaded, instead of loading `model`; its own `tta_flip` applies. It is
+    called once the split is checked, so a wrong split or dataset costs no model load.
     """
-    if model is not None and predictions is not None:
+    if sum(x is not None for x in (model, predictions, loader)) > 1:
         raise UsageError("pass either a model or --predictions, not both")
     if split not in SPLITS:
         raise UsageError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if batch < 1:
         raise UsageError(f"--batch must be at least 1, got {batch}")
     manifest = read_manifest(data)
-    cityscapes = is_cityscapes(manifest)
     entries: list[dict[str, Any]] = list(manifest["splits"].get(split, []))
     if not entries:
         raise DataError(f"{data} has no images in its {split!r} split")
-
     predictor: Predictor | None = None
-    source: dict[str, Any]
-    if predictions is None:
+    if predictions is None and loader is not None:
+        predictor = loader()
+    elif predictions is None:
         from cityseg.inference.predictor import load_predictor
 
         predictor = load_predictor(model, tta_flip=tta_flip, log=log)
+    plan = _plan(data, split, manifest, entries, scheme, predictor, predictions, write_labelids)
+    log(f"evaluating {len(entries)} {split} images of {data} ({plan.scheme})")
+    tally = _score(plan, batch, show_progress)
+    report = _report(plan, tally, next_run_dir(project, name or plan.default_name))
+    report.out_dir.mkdir(parents=True)
+    atomic_write_json(report.out_dir / REPORT_NAME, report.to_dict())
+    _write_per_image(report.out_dir / "per_image.csv", tally.rows, plan.classes)
+    atomic_write_bytes(report.out_dir / "confusion.png", confusion_png(tally.total, plan.classes))
+    log(_summary(report, bool(plan.void)))
+    log(f"results: {report.out_dir}")
+    return report
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one evaluation scores and how, settled before the first image is read, so a
+    wrong scheme or a missing prediction fails in a second rather than after the split."""
+
+    data: Path
+    split: str
+    entries: list[dict[str, Any]]
+    scheme: str
+    classes: list[str]
+    ignore_index: int | None
+    void: tuple[int, ...]
+    cityscapes: bool
+    official: bool
+    """Compute the official category score: a Cityscapes categories split with labelIds."""
+    source: EvalSource
+    default_name: str
+    predictor: Predictor | None
+    prediction_files: dict[str, Path]
+    write_labelids: Path | None
+
+
+def _plan(
+    data: Path,
+    split: str,
+    manifest: dict[str, Any],
+    entries: list[dict[str, Any]],
+    scheme: str | None,
+    predictor: Predictor | None,
+    predictions: Path | None,
+    write_labelids: Path | None,
+) -> _Plan:
+    if predictor is not None:
         card = predictor.card
         scheme = scheme or str(card.get("scheme") or default_scheme(manifest))
         default_name = _run_name(predictor)
-        source = {"kind": "model", "model": str(predictor.path), "card": _card_summary(card)}
+        source = EvalSource("model", predictor.path, _card_summary(card))
     else:
+        assert predictions is not None
         if not predictions.is_dir():
             raise DataError(f"--predictions {predictions} is not a folder")
         scheme = scheme or default_scheme(manifest)
         default_name = DEFAULT_PREDICTIONS_NAME
-        source = {"kind": "predictions", "predictions": str(predictions)}
-
+        source = EvalSource("predictions", predictions)
     scheme_info = manifest.get("schemes", {}).get(scheme)
     if scheme_info is None:
         raise DataError(
             f"{data} has no {scheme!r} masks; run `cityseg remap {data} --scheme {scheme}` first"
         )
     class_names = [str(c) for c in scheme_info["classes"]]
-    ignore_index = scheme_info.get("ignore_index")
     if predictor is not None and list(predictor.classes) != class_names:
         raise DataError(
             f"the model predicts {len(predictor.classes)} classes {predictor.classes[:4]}... but "
             f"{data}'s {scheme!r} masks have {len(class_names)} {class_names[:4]}...; "
             "evaluate on a dataset remapped to the model's scheme"
         )
-    official = scheme == OFFICIAL_SCHEME
-    if write_labelids is not None and not official:
+    if write_labelids is not None and scheme != OFFICIAL_SCHEME:
         raise UsageError(
             f"--write-labelids needs the {OFFICIAL_SCHEME} scheme; this evaluation uses {scheme!r}"
         )
-    if official and not all(entry.get("labelIds") for entry in entries):
-        official = False
-    prediction_files = _find_predictions(predictions, entries) if predictions else {}
+    cityscapes = is_cityscapes(manifest)
+    return _Plan(
+        data=data,
+        split=split,
+        entries=entries,
+        scheme=scheme,
+        classes=class_names,
+        ignore_index=scheme_info.get("ignore_index"),
+        void=void_classes(scheme, scheme_info),
+        cityscapes=cityscapes,
+        official=cityscapes
+        and scheme == OFFICIAL_SCHEME
+        and all(entry.get("labelIds") for entry in entries),
+        source=source,
+        default_name=default_name,
+        predictor=predictor,
+        prediction_files=_find_predictions(predictions, entries) if predictions else {},
+        write_labelids=write_labelids,
+    )
 
-    num_classes = len(class_names)
-    void = void_classes(scheme, scheme_info)
-    # Per-image matrices add up exactly (they are counts), so one bincount per image feeds
-    # the split's, its city's and the image's own scores.
-    total = np.zeros((num_classes, num_classes), dtype=np.int64)
-    cities: dict[str, np.ndarray] = {}
-    city_images: dict[str, int] = {}
-    official_counts = np.zeros((NUM_CATEGORIES, NUM_CATEGORIES), dtype=np.int64)
-    rows: list[dict[str, Any]] = []
 
-    log(f"evaluating {len(entries)} {split} images of {data} ({scheme})")
+@dataclass
+class _Tally:
+    """Confusion counts of the split, of each city (or group) and per-image rows.
+
+    Per-image matrices add up exactly (they are counts), so one bincount per image feeds
+    the split's, its city's and the image's own scores.
+    """
+
+    total: np.ndarray
+    groups: dict[str, np.ndarray] = field(default_factory=dict)
+    group_images: dict[str, int] = field(default_factory=dict)
+    official: np.ndarray = field(
+        default_factory=lambda: np.zeros((NUM_CATEGORIES, NUM_CATEGORIES), dtype=np.int64)
+    )
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _score(plan: _Plan, batch: int, show_progress: bool) -> _Tally:
+    num_classes = len(plan.classes)
+    tally = _Tally(total=np.zeros((num_classes, num_classes), dtype=np.int64))
+    entries, data = plan.entries, plan.data
     batches = [entries[i : i + batch] for i in range(0, len(entries), batch)]
     for group in track(batches, len(batches), "evaluate", enabled=show_progress):
-        if predictor is not None:
-            masks = predictor.predict([read_image(data / e["image"]) for e in group])
+        if plan.predictor is not None:
+            masks = plan.predictor.predict([read_image(data / e["image"]) for e in group])
         else:
-            masks = [read_mask(prediction_files[e["key"]]) for e in group]
+            masks = [read_mask(plan.prediction_files[e["key"]]) for e in group]
         for entry, pred in zip(group, masks, strict=True):
-            key = str(entry["key"])
-            truth = read_mask(data / entry["masks"][scheme])
-            _check_prediction(key, pred, truth, num_classes, ignore_index)
-            image_counts = confusion_matrix(truth, pred, num_classes, ignore_index)
-            total += image_counts
-            city = str(entry.get("city") or entry.get("group") or key.split("_")[0])
-            cities.setdefault(city, np.zeros_like(total))
-            cities[city] += image_counts
-            city_images[city] = city_images.get(city, 0) + 1
-            scores = scores_from_confusion(image_counts, void)
-            rows.append({"key": key, "city": city, "iou": scores.iou, "miou": scores.mean_iou})
-            if official:
-                label_ids = read_mask(data / entry["labelIds"])
-                if label_ids.shape != pred.shape:
-                    raise DataError(f"{key}: labelIds and class mask differ in size")
-                official_counts += official_category_confusion(label_ids, pred)
-            if write_labelids is not None:
-                write_mask(
-                    write_labelids / f"{key}_pred_labelIds.png", labels.CATEGORY_TO_LABEL_ID[pred]
-                )
+            _score_image(plan, tally, entry, pred)
+    return tally
 
-    matrix = total
-    metrics: dict[str, Any] = {
-        "cityseg_version": __version__,
-        "source": source,
-        "dataset": str(data),
-        "split": split,
-        "scheme": scheme,
-        "images": len(entries),
-        "tta_flip": bool(tta_flip and predictor is not None),
-        "scores": scores_from_confusion(matrix, void).to_dict(class_names),
-        ("per_city" if cityscapes else "per_group"): {
-            city: {
-                "images": city_images[city],
-                **_means(scores_from_confusion(counts, void)),
-            }
-            for city, counts in sorted(cities.items())
-        },
-        "classes": class_names,
-        "confusion_matrix": matrix.tolist(),
-    }
-    if cityscapes:  # the official category IoU is a Cityscapes score: absent for own data
-        metrics["official"] = (
-            official_category_scores(official_counts)
-            if official
-            else {"skipped": _official_skip_note(scheme)}
+
+def _score_image(plan: _Plan, tally: _Tally, entry: dict[str, Any], pred: np.ndarray) -> None:
+    key = str(entry["key"])
+    num_classes = len(plan.classes)
+    truth = read_mask(plan.data / entry["masks"][plan.scheme])
+    _check_prediction(key, pred, truth, num_classes, plan.ignore_index)
+    image_counts = confusion_matrix(truth, pred, num_classes, plan.ignore_index)
+    tally.total += image_counts
+    city = str(entry.get("city") or entry.get("group") or key.split("_")[0])
+    tally.groups.setdefault(city, np.zeros_like(tally.total))
+    tally.groups[city] += image_counts
+    tally.group_images[city] = tally.group_images.get(city, 0) + 1
+    scores = scores_from_confusion(image_counts, plan.void)
+    tally.rows.append({"key": key, "city": city, "iou": scores.iou, "miou": scores.mean_iou})
+    if plan.official:
+        label_ids = read_mask(plan.data / entry["labelIds"])
+        if label_ids.shape != pred.shape:
+            raise DataError(f"{key}: labelIds and class mask differ in size")
+        tally.official += official_category_confusion(label_ids, pred)
+    if plan.write_labelids is not None:
+        write_mask(
+            plan.write_labelids / f"{key}_pred_labelIds.png", labels.CATEGORY_TO_LABEL_ID[pred]
         )
-    if write_labelids is not None:
-        metrics["labelids_dir"] = str(write_labelids)
 
-    out_dir = next_run_dir(project, name or default_name)
-    out_dir.mkdir(parents=True)
-    atomic_write_json(out_dir / "metrics.json", metrics)
-    _write_per_image(out_dir / "per_image.csv", rows, class_names)
-    atomic_write_bytes(out_dir / "confusion.png", confusion_png(matrix, class_names))
-    scores = metrics["scores"]
-    summary = f"mIoU {_fmt(scores['mean_iou'])}"
-    if void:
-        summary += f", non-void {_fmt(scores['mean_iou_non_void'])}"
-    if official:
-        summary += f", official category IoU {_fmt(metrics['official']['mean_iou'])}"
-    log(summary)
-    log(f"results: {out_dir}")
-    return EvalReport(out_dir=out_dir, metrics=metrics)
+
+def _report(plan: _Plan, tally: _Tally, out_dir: Path) -> EvalReport:
+    return EvalReport(
+        out_dir=out_dir,
+        split=plan.split,
+        images=len(plan.entries),
+        scheme=plan.scheme,
+        classes=tuple(plan.classes),
+        scores=scores_from_confusion(tally.total, plan.void).table(plan.classes),
+        groups={
+            city: _group(tally.group_images[city], scores_from_confusion(counts, plan.void))
+            for city, counts in sorted(tally.groups.items())
+        },
+        confusion_matrix=tally.total,
+        source=plan.source,
+        dataset=plan.data,
+        tta_flip=bool(plan.predictor is not None and plan.predictor.tta_flip),
+        cityscapes=plan.cityscapes,
+        # The official category IoU is a Cityscapes score: absent for own data.
+        official=official_score(tally.official) if plan.official else None,
+        official_skipped=(
+            _official_skip_note(plan.scheme) if plan.cityscapes and not plan.official else None
+        ),
+        labelids_dir=plan.write_labelids,
+    )
+
+
+def _summary(report: EvalReport, has_void: bool) -> str:
+    summary = f"mIoU {_fmt(report.scores.mean_iou)}"
+    if has_void:
+        summary += f", non-void {_fmt(report.scores.mean_iou_non_void)}"
+    if report.official is not None:
+        summary += f", official category IoU {_fmt(report.official.mean_iou)}"
+    return summary
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _means(scores: SegmentationScores) -> dict[str, float | None]:
+def _group(images: int, scores: SegmentationScores) -> GroupScores:
     def clean(value: float) -> float | None:
         return None if math.isnan(value) else float(value)
 
-    return {
-        "mean_iou": clean(scores.mean_iou),
-        "mean_iou_non_void": clean(scores.mean_iou_non_void),
-        "pixel_accuracy": clean(scores.pixel_accuracy),
-    }
+    return GroupScores(
+        images=images,
+        mean_iou=clean(scores.mean_iou),
+        mean_iou_non_void=clean(scores.mean_iou_non_void),
+        pixel_accuracy=clean(scores.pixel_accuracy),
+    )
 
 
 def _fmt(value: float | None) -> str:

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "ClassScore",
     "ConfusionMatrix",
+    "ScoreTable",
     "SegmentationScores",
     "confusion_matrix",
     "scores_from_confusion",
@@ -163,8 +165,8 @@ class SegmentationScores:
     def num_classes(self) -> int:
         return int(self.iou.shape[0])
 
-    def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
-        """Plain JSON types only: NaN becomes None, numpy scalars become Python numbers."""
+    def table(self, class_names: Sequence[str]) -> ScoreTable:
+        """The named, JSON-typed view: per-class rows by name, None where NaN."""
         names = list(class_names)
         if len(names) != self.num_classes:
             raise ValueError(
@@ -172,24 +174,103 @@ class SegmentationScores:
             )
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
-        per_class = {
-            name: {
-                "iou": _json_float(self.iou[i]),
-                "dice": _json_float(self.dice[i]),
-                "precision": _json_float(self.precision[i]),
-                "recall": _json_float(self.recall[i]),
-                "support": int(self.support[i]),
-            }
+        rows = tuple(
+            ClassScore(
+                name=name,
+                iou=_json_float(self.iou[i]),
+                dice=_json_float(self.dice[i]),
+                precision=_json_float(self.precision[i]),
+                recall=_json_float(self.recall[i]),
+                support=int(self.support[i]),
+            )
             for i, name in enumerate(names)
-        }
+        )
+        return ScoreTable(
+            mean_iou=_json_float(self.mean_iou),
+            mean_iou_non_void=_json_float(self.mean_iou_non_void),
+            pixel_accuracy=_json_float(self.pixel_accuracy),
+            mean_dice=_json_float(self.mean_dice),
+            void_classes=tuple(names[i] for i in self.void_classes),
+            per_class=rows,
+        )
+
+    def to_dict(self, class_names: Sequence[str]) -> dict[str, Any]:
+        """Plain JSON types only: NaN becomes None, numpy scalars become Python numbers."""
+        return self.table(class_names).to_dict()
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """One class's row of a score table; None where the ratio is 0/0 (no evidence)."""
+
+    name: str
+    iou: float | None
+    dice: float | None
+    precision: float | None
+    recall: float | None
+    support: int
+    """Ground-truth pixels of the class."""
+
+    def to_dict(self) -> dict[str, Any]:
         return {
-            "mean_iou": _json_float(self.mean_iou),
-            "mean_iou_non_void": _json_float(self.mean_iou_non_void),
-            "pixel_accuracy": _json_float(self.pixel_accuracy),
-            "mean_dice": _json_float(self.mean_dice),
-            "void_classes": [names[i] for i in self.void_classes],
-            "per_class": per_class,
+            "iou": self.iou,
+            "dice": self.dice,
+            "precision": self.precision,
+            "recall": self.recall,
+            "support": self.support,
         }
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Per-class scores and their means, named and in JSON types, as metrics.json holds them.
+
+    `SegmentationScores` is for arithmetic (numpy arrays indexed by class id, NaN); this is
+    what a report hands to people and programs: rows by class name, None for "undefined",
+    and `to_dict` is exactly the `scores` record of metrics.json.
+    """
+
+    mean_iou: float | None
+    mean_iou_non_void: float | None
+    pixel_accuracy: float | None
+    mean_dice: float | None
+    void_classes: tuple[str, ...]
+    per_class: tuple[ClassScore, ...]
+
+    @property
+    def classes(self) -> list[str]:
+        return [row.name for row in self.per_class]
+
+    def of(self, name: str) -> ClassScore:
+        """The row of class `name`."""
+        for row in self.per_class:
+            if row.name == name:
+                return row
+        raise KeyError(f"no class {name!r}; the classes are {', '.join(self.classes)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean_iou": self.mean_iou,
+            "mean_iou_non_void": self.mean_iou_non_void,
+            "pixel_accuracy": self.pixel_accuracy,
+            "mean_dice": self.mean_dice,
+            "void_classes": list(self.void_classes),
+            "per_class": {row.name: row.to_dict() for row in self.per_class},
+        }
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> ScoreTable:
+        """Read back the `scores` record of a metrics.json."""
+        return cls(
+            mean_iou=record["mean_iou"],
+            mean_iou_non_void=record["mean_iou_non_void"],
+            pixel_accuracy=record["pixel_accuracy"],
+            mean_dice=record["mean_dice"],
+            void_classes=tuple(record["void_classes"]),
+            per_class=tuple(
+                ClassScore(name=name, **values) for name, values in record["per_class"].items()
+            ),
+        )
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:

@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cityseg import __version__, images
-from cityseg.config import OutputFormat
+from cityseg.config import DEFAULT_PROJECT, OutputFormat, PredictConfig
 from cityseg.dataset.manifest import is_dataset
 from cityseg.errors import DataError, UsageError
 from cityseg.fsutil import (
@@ -35,6 +36,9 @@ from cityseg.inference.bundle import read_card
 from cityseg.inference.render import JPEG_SUFFIXES, check_alpha, encode, render
 from cityseg.progress import track
 
+if TYPE_CHECKING:
+    from cityseg.inference.predictor import Predictor
+
 Log = Callable[[str], None]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -44,7 +48,7 @@ FILE_SUFFIXES = (".png", *JPEG_SUFFIXES)
 IMAGE_LIKE_SUFFIXES = (*FILE_SUFFIXES, ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """An `-o` ending so is meant as a file, never as a folder named like one."""
 CATEGORIES_SCHEME = "categories"
-DEFAULT_PROJECT = Path("runs/train")
+PREDICT = PredictConfig()
 
 
 @dataclass(frozen=True)
@@ -311,20 +315,23 @@ def predict_paths(
     *,
     model: Path | None = None,
     project: Path = DEFAULT_PROJECT,
-    format: OutputFormat = OutputFormat.colour,
-    alpha: float = 0.5,
-    legend: bool = False,
-    tta_flip: bool = False,
-    batch: int = 4,
+    format: OutputFormat = PREDICT.format,
+    alpha: float = PREDICT.alpha,
+    legend: bool = PREDICT.legend,
+    tta_flip: bool = PREDICT.tta_flip,
+    batch: int = PREDICT.batch,
     show_progress: bool = True,
     log: Log = lambda message: None,
+    loader: Callable[[], Predictor] | None = None,
 ) -> PredictReport:
     """The `cityseg predict` entry point: every input image -> one output file.
 
     Inputs are resolved and checked first (missing paths raise DataError), then the
     model is loaded; images that cannot be decoded are skipped with a
     `log("warning: ...")` and listed in `failed`, the rest are written. Strings are
-    accepted so that a blank argument is refused rather than read as `.`.
+    accepted so that a blank argument is refused rather than read as `.`. `loader` gives
+    the predictor of a model already open (the Python API's `Model`, which keeps it
+    loaded) instead of loading `model`; it is called only once the inputs are checked.
     """
     format = OutputFormat(format)
     paths, output = input_paths(inputs), output_path(output)
@@ -337,37 +344,54 @@ def predict_paths(
     from cityseg.inference.predictor import load_predictor, resolve_model
 
     bundle_path = resolve_model(model, project, log)
-    _, card = read_card(bundle_path)
-    if format is OutputFormat.labelids and card.get("scheme") != CATEGORIES_SCHEME:
-        raise UsageError(
-            f"--format labelids needs a model trained on the {CATEGORIES_SCHEME!r} scheme; "
-            f"{bundle_path} was trained on {card.get('scheme')!r} (use --format ids)"
-        )
-    if legend and format in (OutputFormat.ids, OutputFormat.labelids):
-        log(f"note: --legend is ignored for --format {format.value} (it would corrupt the ids)")
+    _check_model(bundle_path, format, legend, log)
+    if loader is not None:
+        predictor = loader()
+    else:
+        predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip, log=log)
+    if mark:
+        mark_output_folder(output, bundle_path, format)
+    style = _Style(format, predictor.palette, predictor.classes, alpha, legend)
+    written, failed = _run_jobs(jobs, predictor, style, batch, show_progress, log)
+    return PredictReport(written=written, failed=failed, model=bundle_path)
 
-    predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip, log=log)
-    palette, class_names = predictor.palette, predictor.classes
 
-    written: list[Path] = []
-    failed: list[tuple[Path, str]] = []
+@dataclass(frozen=True)
+class _Style:
+    """How each mask is rendered: one set of options for the whole run."""
 
-    def finish(item: _Decoded, mask: np.ndarray) -> Path:
+    format: OutputFormat
+    palette: np.ndarray
+    class_names: list[str]
+    alpha: float
+    legend: bool
+
+    def write(self, item: _Decoded, mask: np.ndarray) -> Path:
         assert item.image is not None
         array = render(
             item.image,
             mask,
-            format=format,
-            palette=palette,
-            class_names=class_names,
-            alpha=alpha,
-            legend=legend,
+            format=self.format,
+            palette=self.palette,
+            class_names=self.class_names,
+            alpha=self.alpha,
+            legend=self.legend,
         )
         atomic_write_bytes(item.job.target, encode(array, item.job.target.suffix))
         return item.job.target
 
-    if mark:
-        mark_output_folder(output, bundle_path, format)
+
+def _run_jobs(
+    jobs: Sequence[PredictJob],
+    predictor: Predictor,
+    style: _Style,
+    batch: int,
+    show_progress: bool,
+    log: Log,
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(written, failed): unreadable inputs are warned of and skipped, not fatal."""
+    written: list[Path] = []
+    failed: list[tuple[Path, str]] = []
     chunks = list(_batches(jobs, batch))
     # OpenCV's codecs release the GIL: decode and encode on two threads beside the model.
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -381,5 +405,17 @@ def predict_paths(
             if not good:
                 continue
             masks = predictor.predict([item.image for item in good if item.image is not None])
-            written.extend(pool.map(finish, good, masks))
-    return PredictReport(written=written, failed=failed, model=bundle_path)
+            written.extend(pool.map(style.write, good, masks))
+    return written, failed
+
+
+def _check_model(bundle_path: Path, format: OutputFormat, legend: bool, log: Log) -> None:
+    """What the card alone can refuse (or warn of), before the model is loaded."""
+    _, card = read_card(bundle_path)
+    if format is OutputFormat.labelids and card.get("scheme") != CATEGORIES_SCHEME:
+        raise UsageError(
+            f"--format labelids needs a model trained on the {CATEGORIES_SCHEME!r} scheme; "
+            f"{bundle_path} was trained on {card.get('scheme')!r} (use --format ids)"
+        )
+    if legend and format in (OutputFormat.ids, OutputFormat.labelids):
+        log(f"note: --legend is ignored for --format {format.value} (it would corrupt the ids)")

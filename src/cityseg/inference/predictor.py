@@ -17,13 +17,13 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cityseg.config import DEFAULT_PROJECT
 from cityseg.errors import CitysegError
 from cityseg.images import resize_image
 from cityseg.inference.bundle import CARD_NAME
 from cityseg.inference.runtimes import LoadedModel, Runtime, open_model
 
 Log = Callable[[str], None]
-DEFAULT_PROJECT = Path("runs/train")
 
 
 def newest_bundle(project: Path = DEFAULT_PROJECT) -> Path:
@@ -124,6 +124,22 @@ class Predictor:
     def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class-id masks (uint8, H x W) at each image's own size."""
         return self._at_image_sizes(images, labels_at)
+
+    def predict_with_probabilities(
+        self, images: Sequence[np.ndarray]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(mask, probabilities) per image from one model call: the mask is exactly what
+        `predict` gives, the probabilities what `probabilities` gives."""
+
+        def both(probs: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+            return labels_at(probs, height, width), resize_probabilities(probs, height, width)
+
+        if not images:
+            return []
+        return [
+            both(probs, image.shape[0], image.shape[1])
+            for probs, image in zip(self._model_probabilities(images), images, strict=True)
+        ]
 
     def _at_image_sizes(
         self, images: Sequence[np.ndarray], finish: Callable[[np.ndarray, int, int], np.ndarray]

@@ -6,6 +6,7 @@ lifespan, so `cityseg --help` stays fast.
 
 from __future__ import annotations
 
-from cityseg.serve.app import ServeSettings, create_app
+from cityseg.config import ServeConfig
+from cityseg.serve.app import create_app
 
-__all__ = ["ServeSettings", "create_app"]
+__all__ = ["ServeConfig", "create_app"]

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from cityseg.config import TrainConfig
 from cityseg.errors import UsageError
 
 if TYPE_CHECKING:
     from cityseg._tf import tf
 
 LOSSES = ("cce", "dice", "weighted-dice", "focal", "focal-dice", "jaccard")
-DEFAULT_LOSS = "focal-dice"
+DEFAULT_LOSS = TrainConfig.loss
 
 FOCAL_GAMMA = 2.0
 """Lin et al.'s default: (1-p)^2 cuts the loss of a pixel already at p=0.9 a hundredfold."""

@@ -31,14 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cityseg.config import TrainConfig
 from cityseg.errors import CitysegError, DataError, UsageError
 
 if TYPE_CHECKING:
     from cityseg._tf import keras
 
 ARCHS = ("unet", "fpn", "linknet", "pspnet", "unet-scratch")
-DEFAULT_ARCH = "fpn"
-DEFAULT_BACKBONE = "efficientnetb0"
+DEFAULT_ARCH = TrainConfig.arch
+DEFAULT_BACKBONE = TrainConfig.backbone
 SCRATCH_ARCH = "unet-scratch"
 
 PSP_DOWNSAMPLE = 8

@@ -17,12 +17,11 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import Enum
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cityseg import __version__
+from cityseg import __version__, configio
 from cityseg.config import Precision, Strategy, TrainConfig
 from cityseg.dataset.manifest import MANIFEST_NAME, read_manifest, resolve_scheme
 from cityseg.errors import CitysegError, DataError
@@ -55,30 +54,11 @@ class TrainReport:
 
 
 def config_to_json(config: TrainConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        out[field.name] = (
-            value.value
-            if hasattr(value, "value")
-            else (str(value) if isinstance(value, Path) else value)
-        )
-    return out
+    return configio.config_to_json(config)
 
 
-def config_from_json(raw: dict[str, Any]) -> TrainConfig:
-    known = {field.name: field for field in dataclasses.fields(TrainConfig)}
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        if key not in known:
-            continue
-        default = getattr(TrainConfig(), key)
-        if isinstance(default, Path):
-            value = Path(value)
-        elif isinstance(default, Enum):
-            value = type(default)(value)
-        values[key] = value
-    return TrainConfig(**values)
+def config_from_json(raw: dict[str, Any], where: str = CONFIG_NAME) -> TrainConfig:
+    return configio.config_from_json(TrainConfig, raw, where)
 
 
 def package_versions() -> dict[str, str]:
@@ -536,4 +516,4 @@ def _load_resume(resume: Path) -> tuple[Path, TrainConfig, dict[str, Any]]:
         state = json.loads(state_path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read {run_dir}'s saved state: {exc}") from exc
-    return run_dir, config_from_json(raw), state
+    return run_dir, config_from_json(raw, str(config_path)), state

@@ -156,10 +156,10 @@ def _train_evaluate_predict(
         project=directory / "runs" / "eval",
         show_progress=settings.show_progress,
     )
-    line = f"[4/5] evaluated on the test split: mIoU {scored.metrics['scores']['mean_iou']:.3f}"
-    official = scored.metrics.get("official", {}).get("mean_iou")
-    if "official" in scored.metrics:
-        line += f", official category IoU {'-' if official is None else f'{official:.3f}'}"
+    line = f"[4/5] evaluated on the test split: mIoU {_score(scored.scores.mean_iou)}"
+    if scored.cityscapes:
+        official = None if scored.official is None else scored.official.mean_iou
+        line += f", official category IoU {_score(official)}"
     log(f"{line}: {scored.out_dir}")
     test_images = [data / entry["image"] for entry in read_manifest(data)["splits"]["test"]]
     masks = directory / "predictions"
@@ -168,3 +168,7 @@ def _train_evaluate_predict(
     )
     log(f"[5/5] colour masks for {len(predicted.written)} test images: {masks}")
     log(f"next: cityseg predict YOUR_IMAGE.png -o mask.png --model {bundle}")
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,45 @@
+"""The Python API: what the `cityseg` commands do, as objects and functions for notebooks.
+
+    import cityseg
+
+    cityseg.prepare("raw/")                       # cityseg prepare raw/
+    cityseg.remap("data/cityscapes", scheme="trainids")  # cityseg remap ... --scheme trainids
+    run = cityseg.train(epochs=5, size="256x512")  # cityseg train --epochs 5 --size 256x512
+    model = cityseg.Model()                        # the newest run's best, as --model's default
+    mask = model.predict("street.png")             # cityseg predict street.png --format ids
+    model.predict_files(["photos/"], "masks/")     # cityseg predict photos/ -o masks/
+    report = model.evaluate()                      # cityseg evaluate
+    cityseg.evaluate_predictions("pred/")          # cityseg evaluate --predictions pred/
+    model.export(["tflite-int8", "onnx"])          # cityseg export -f tflite-int8 -f onnx
+    cityseg.benchmark([model, "other/best"])       # cityseg benchmark --model ... --model ...
+    cityseg.demo("cityseg-demo")                   # cityseg demo
+
+Each call goes through the library function its command calls, and every command is
+one call into this API, so the two never disagree; results are typed reports
+(docs/python.md). Each takes `verbose` (bars and messages) and `log` (where messages go
+instead of `print`: the CLI passes its stderr note).
+"""
+
+from __future__ import annotations
+
+from cityseg.api.dataset import prepare, remap
+from cityseg.api.deploy import benchmark
+from cityseg.api.files import evaluate_predictions, predict_files
+from cityseg.api.model import Model
+from cityseg.api.pipeline import demo
+from cityseg.api.run import EpochMetrics, Run, RunMetrics, WorkerProcessError, train
+
+__all__ = [
+    "EpochMetrics",
+    "Model",
+    "Run",
+    "RunMetrics",
+    "WorkerProcessError",
+    "benchmark",
+    "demo",
+    "evaluate_predictions",
+    "predict_files",
+    "prepare",
+    "remap",
+    "train",
+]
