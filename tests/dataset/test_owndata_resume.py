@@ -8,12 +8,12 @@ import os
 from pathlib import Path
 
 import numpy as np
+from test_owndata_formats import photo, via_csv
 
 import cityseg.dataset.own.prepare as own_prepare
 from cityseg.dataset.manifest import read_manifest
 from cityseg.errors import DataError
 from cityseg.images import read_mask
-from test_owndata_formats import photo, via_csv
 
 
 def write_project(src: Path, width: int) -> None:

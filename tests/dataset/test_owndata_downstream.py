@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_owndata_formats import photo, via_csv
 
 from cityseg.dataset.entries import split_entries
 from cityseg.dataset.manifest import read_manifest
 from cityseg.images import read_mask, write_mask
-from test_owndata_formats import photo, via_csv
 
 
 @pytest.fixture
