@@ -346,3 +346,30 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     max_queue: int = 8
     """Inference requests waiting or running before the next gets 503."""
+
+
+DEFAULT_TUNE_PROJECT = Path("runs/tune")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Defaults of `cityseg tune` and `cityseg.tune`: the study, not the trials' training
+    settings (those are a `TrainConfig`, and the searched ones a search space)."""
+
+    study: str = "study"
+    """Its folder under `project`, and its name in the storage."""
+    project: Path = DEFAULT_TUNE_PROJECT
+    storage: str | None = None
+    """A database URL; None: SQLite in `project/<study>/study.db`."""
+    trials: int = 20
+    """Trials of the whole study, over every process and every resume."""
+    timeout: float | None = None
+    """Seconds after which no new trial starts (a running one finishes)."""
+    objectives: tuple[str, ...] = ("miou",)
+    """`miou`, or `miou`, `latency` for a Pareto front of accuracy against CPU speed."""
+    prune: bool = True
+    heartbeat: int = 10
+    """Seconds between a trial's heartbeats; one silent for twice this is failed and retried."""
+    seed: int = 0
+    """The sampler's seed (each trial trains with `TrainConfig.seed`)."""
+    latency_runs: int = 10

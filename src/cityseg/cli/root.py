@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from cityseg import __version__
-from cityseg.cli import data, deploy, inference, training
+from cityseg.cli import data, deploy, inference, study, training
 from cityseg.cli.options import err, out
 from cityseg.errors import CitysegError
 
@@ -28,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-for group in (data.app, training.app, inference.app, deploy.app):
+for group in (data.app, training.app, inference.app, deploy.app, study.app):
     app.add_typer(group)
 
 

@@ -100,7 +100,7 @@ def time_models(
     paths = _with_exports(models) if include_exports else list(models)
     first = open_model(paths[0], size=size)
     height, width = int(first.card["height"]), int(first.card["width"])
-    inputs = _inputs(batch, height, width)
+    inputs = sample_inputs(batch, height, width)
     rows: list[BenchmarkRow] = []
     keras_model: LoadedModel | None = None
     for path in paths:
@@ -180,7 +180,7 @@ def _with_exports(models: list[Path]) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-def _inputs(batch: int, height: int, width: int) -> np.ndarray:
+def sample_inputs(batch: int, height: int, width: int) -> np.ndarray:
     """A street-like synthetic frame: content does not change the speed of these models,
     but a real-looking picture keeps int8 activations in their calibrated range."""
     from cityseg.dataset.synthetic import draw_scene
