@@ -18,6 +18,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
+from cityseg import logs
 from cityseg.demo_pipeline import DemoSettings, run_demo
 from cityseg.deploy.benchmark import time_models
 from cityseg.deploy.export import export_model
@@ -40,7 +41,8 @@ def main() -> None:
         model, data = args.model, args.data
         if model is None:
             settings = DemoSettings(images=args.images_per_city, show_progress=False)
-            run_demo(work, settings, log=print)
+            logs.install("stdout")  # the demo's steps, and then the exports' and timings'
+            run_demo(work, settings)
             model, data = work / "runs" / "train" / "demo" / "best", work / "data" / "cityscapes"
         assert data is not None, "--data is needed with --model"
         reports = export_model(model, EXPORT_FORMATS, work / "export", data=data, size=size)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     for item in gpu_items:
         item.add_marker(pytest.mark.skip(reason="needs a GPU"))
+
+
+def _unconfigured_cityseg_logger() -> None:
+    logger = logging.getLogger("cityseg")
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
+
+
+@pytest.fixture(autouse=True)
+def _cityseg_logger_unconfigured() -> Iterator[None]:
+    """Each test starts with the "cityseg" logger as a fresh process has it: the handler
+    an API call installs (on stdout, to stay) would otherwise follow the rest of the
+    session, from a test or from a session fixture's set-up."""
+    _unconfigured_cityseg_logger()
+    yield
+    _unconfigured_cityseg_logger()
+
+
+class _Collect(logging.Handler):
+    def __init__(self, into: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.into.append(self.format(record))
+
+
+@pytest.fixture
+def messages() -> Iterator[list[str]]:
+    """What cityseg says while the test runs: the "cityseg" logger's messages at INFO and
+    above, formatted, in order. A handler of the test's own, so the API installs none
+    (nothing reaches stdout) and the CLI's messages come here rather than to stderr."""
+    collected: list[str] = []
+    logger = logging.getLogger("cityseg")
+    handler, level = _Collect(collected), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield collected
+    logger.removeHandler(handler)
+    logger.setLevel(level)
 
 
 @dataclass
@@ -129,4 +172,4 @@ def trained_run(train_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         patience=0,
         name="learn",
     )
-    return train(config, log=lambda m: None).run_dir
+    return train(config).run_dir

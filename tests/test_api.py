@@ -133,17 +133,29 @@ def test_remap_files_and_a_dataset_in_place(prepared: Path, tmp_path: Path) -> N
         cityseg.remap(dataset, tmp_path / "elsewhere", verbose=False)
 
 
-def test_demo_data_only_sends_its_messages_to_log(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_demo_data_only_sends_its_messages_to_a_handler_of_ones_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], messages: list[str]
 ) -> None:
-    messages: list[str] = []
-    assert cityseg.demo(tmp_path, images=1, data_only=True, log=messages.append) is None
+    assert cityseg.demo(tmp_path, images=1, data_only=True) is None
     assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
         "gtFine_trainvaltest.zip",
         "leftImg8bit_trainvaltest.zip",
     ]
     assert messages[0].startswith("[1/5] synthetic raw zips") and "cityseg prepare" in messages[1]
-    assert capsys.readouterr().out == ""  # `log` replaces print, as the CLI's notes do
+    assert capsys.readouterr() == ("", "")  # that handler takes over: cityseg installs none
+
+
+def test_api_messages_go_to_stdout_unless_not_verbose(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cityseg.demo(tmp_path / "a", images=1, data_only=True)
+    out, err = capsys.readouterr()
+    assert out.startswith("[1/5] synthetic raw zips (") and "\nnext: cityseg prepare " in out
+    assert err == ""  # a notebook shows stderr in red
+    cityseg.demo(tmp_path / "b", images=1, data_only=True, verbose=False)
+    assert capsys.readouterr() == ("", "")
+    cityseg.demo(tmp_path / "c", images=1, data_only=True)  # verbose=False was for one call
+    assert "next: cityseg prepare" in capsys.readouterr().out
 
 
 def _perfect_predictions(prepared: Path, folder: Path) -> None:
@@ -152,12 +164,11 @@ def _perfect_predictions(prepared: Path, folder: Path) -> None:
         write_mask(folder / f"{entry['key']}.png", truth)
 
 
-def test_evaluate_predictions_scores_pngs(prepared: Path, tmp_path: Path, cli) -> None:
+def test_evaluate_predictions_scores_pngs(
+    prepared: Path, tmp_path: Path, cli, messages: list[str]
+) -> None:
     _perfect_predictions(prepared, tmp_path / "pred")
-    messages: list[str] = []
-    report = cityseg.evaluate_predictions(
-        tmp_path / "pred", prepared, project=tmp_path / "eval", log=messages.append
-    )
+    report = cityseg.evaluate_predictions(tmp_path / "pred", prepared, project=tmp_path / "eval")
     assert isinstance(report, cityseg.EvalReport) and report.source.kind == "predictions"
     assert report.out_dir == tmp_path / "eval" / "predictions"
     assert report.scores.mean_iou == 1.0
@@ -345,8 +356,7 @@ def test_predict_files_writes_what_the_cli_writes(tiny_bundle: Path, tmp_path: P
                  "--format", "ids", "-q")  # fmt: skip
     assert result.exit_code == 0, result.stderr
 
-    messages: list[str] = []
-    model = cityseg.Model(tiny_bundle, log=messages.append)
+    model = cityseg.Model(tiny_bundle)
     report = model.predict_files(tmp_path / "photos", tmp_path / "api", format="ids")
     assert isinstance(report, cityseg.PredictReport) and report.failed == []
     assert sorted(p.name for p in report.written) == ["a.png", "b.png"]

@@ -57,19 +57,20 @@ def test_run_dir_is_found_from_bundles_exports_and_their_files(workdir: Path) ->
     assert run_dir_of(workdir / "loose") is None
 
 
-def test_given_data_wins_and_is_not_announced(workdir: Path) -> None:
+def test_given_data_wins_and_is_not_announced(workdir: Path, messages: list[str]) -> None:
     run = make_run(workdir, str(fake_dataset(workdir / "ds")))
-    messages: list[str] = []
-    assert find_data(Path("mine"), run / "best", messages.append) == Path("mine")
+    assert find_data(Path("mine"), run / "best") == Path("mine")
     assert messages == []
 
 
-def test_run_dataset_is_the_default_and_says_where_it_came_from(workdir: Path) -> None:
+def test_run_dataset_is_the_default_and_says_where_it_came_from(
+    workdir: Path, messages: list[str]
+) -> None:
     fake_dataset(workdir / "ds")
     make_run(workdir, "ds")  # relative, as `train --data ds` records it
     for model in ("runs/train/x/best", "runs/train/x/export/tflite-int8/model.tflite"):
-        messages: list[str] = []
-        assert resolve_data(None, Path(model), messages.append) == Path("ds")
+        messages.clear()
+        assert resolve_data(None, Path(model)) == Path("ds")
         assert messages == ["data: ds (from runs/train/x/config.json; choose another with --data)"]
 
 
@@ -82,18 +83,19 @@ def test_relative_dataset_is_also_found_from_another_folder(
     run = make_run(project, "ds")
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert find_data(None, run / "best", lambda m: None) == project.resolve() / "ds"
+    assert find_data(None, run / "best") == project.resolve() / "ds"
 
 
-def test_missing_run_dataset_falls_back_to_the_default_then_none(workdir: Path) -> None:
+def test_missing_run_dataset_falls_back_to_the_default_then_none(
+    workdir: Path, messages: list[str]
+) -> None:
     run = make_run(workdir, "gone")
-    messages: list[str] = []
-    assert find_data(None, run / "best", messages.append) is None
-    assert resolve_data(None, run / "best", lambda m: None) == DEFAULT_DATA
+    assert find_data(None, run / "best") is None
     assert len(messages) == 1 and "gone" in messages[0] and "config.json" in messages[0]
+    assert resolve_data(None, run / "best") == DEFAULT_DATA
     fake_dataset(workdir / DEFAULT_DATA)
-    assert find_data(None, run / "best", lambda m: None) == DEFAULT_DATA
-    assert find_data(None, None, lambda m: None) == DEFAULT_DATA
+    assert find_data(None, run / "best") == DEFAULT_DATA
+    assert find_data(None, None) == DEFAULT_DATA
 
 
 # --------------------------------------------------------------------------- the commands

@@ -8,14 +8,15 @@ export), so the demo needs no network and runs on a laptop CPU.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from cityseg import logs
 from cityseg.config import DataFormat, TrainConfig
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 VIA_IMAGES = 64
 EPOCHS = {"cityscapes": 6, "via": 12}
 
@@ -42,18 +43,18 @@ class DemoSettings:
     show_progress: bool = True
 
 
-def run_demo(directory: Path, settings: DemoSettings = DemoSettings(), log: Log = print) -> None:
+def run_demo(directory: Path, settings: DemoSettings = DemoSettings()) -> None:
     steps = 5 if settings.train_model else 2
     make_data = _via_data if settings.format is DemoFormat.via else _cityscapes_data
-    found = make_data(directory, settings, steps, log)
+    found = make_data(directory, settings, steps)
     if found is None or not settings.train_model:
         return
     data, (height, width) = found
-    _train_evaluate_predict(directory, data, height, width, settings, log)
+    _train_evaluate_predict(directory, data, height, width, settings)
 
 
 def _cityscapes_data(
-    directory: Path, settings: DemoSettings, steps: int, log: Log
+    directory: Path, settings: DemoSettings, steps: int
 ) -> tuple[Path, tuple[int, int]] | None:
     from cityseg.dataset.prepare import prepare_dataset
     from cityseg.dataset.synthetic import SyntheticSpec, write_raw_dataset
@@ -68,21 +69,23 @@ def _cityscapes_data(
     )
     written = write_raw_dataset(raw, spec)
     count = sum(len(keys) for keys in written.keys.values())
-    log(f"[1/{steps}] synthetic raw zips ({count} scenes, {spec.height}x{spec.width}): {raw}")
+    logger.info(
+        f"[1/{steps}] synthetic raw zips ({count} scenes, {spec.height}x{spec.width}): {raw}"
+    )
     data = directory / "data" / "cityscapes"
     if settings.data_only:
-        log(f"next: cityseg prepare {raw} -o {data}")
+        logger.info(f"next: cityseg prepare {raw} -o {data}")
         return None
     prepared = prepare_dataset(
-        raw, data, seed=settings.seed, verify=False, show_progress=settings.show_progress, log=log
+        raw, data, seed=settings.seed, verify=False, show_progress=settings.show_progress
     )
     sizes = ", ".join(f"{row.split} {row.images}" for row in prepared.splits)
-    log(f"[2/{steps}] prepared dataset ({sizes}): {data}")
+    logger.info(f"[2/{steps}] prepared dataset ({sizes}): {data}")
     return data, (spec.height, spec.width)
 
 
 def _via_data(
-    directory: Path, settings: DemoSettings, steps: int, log: Log
+    directory: Path, settings: DemoSettings, steps: int
 ) -> tuple[Path, tuple[int, int]] | None:
     from cityseg.dataset.own.options import OwnDataOptions
     from cityseg.dataset.own.prepare import prepare_own
@@ -96,20 +99,18 @@ def _via_data(
         seed=settings.seed,
     )
     project = write_via_project(directory / "photos", spec)
-    log(
+    logger.info(
         f"[1/{steps}] a VIA project ({spec.images} photos, {spec.height}x{spec.width}, classes "
         f"{', '.join(spec.classes)}) and its CSV export: {project.csv}"
     )
     data = directory / "data" / "photos"
     if settings.data_only:
-        log(f"next: cityseg prepare {project.folder} --format via -o {data}")
+        logger.info(f"next: cityseg prepare {project.folder} --format via -o {data}")
         return None
     options = OwnDataOptions(format=DataFormat.via, annotations=project.csv, seed=settings.seed)
-    prepared = prepare_own(
-        project.folder, data, options, show_progress=settings.show_progress, log=log
-    )
+    prepared = prepare_own(project.folder, data, options, show_progress=settings.show_progress)
     sizes = ", ".join(f"{row.split} {row.images}" for row in prepared.splits)
-    log(f"[2/{steps}] prepared dataset ({sizes}): {data}")
+    logger.info(f"[2/{steps}] prepared dataset ({sizes}): {data}")
     return data, _trainable(spec.height, spec.width)
 
 
@@ -119,7 +120,7 @@ def _trainable(height: int, width: int) -> tuple[int, int]:
 
 
 def _train_evaluate_predict(
-    directory: Path, data: Path, height: int, width: int, settings: DemoSettings, log: Log
+    directory: Path, data: Path, height: int, width: int, settings: DemoSettings
 ) -> None:
     from cityseg.dataset.manifest import read_manifest
     from cityseg.evaluation.evaluate import evaluate
@@ -142,32 +143,34 @@ def _train_evaluate_predict(
         project=directory / "runs" / "train",
         name="demo",
     )
-    trained = train(config, log=log)
+    trained = train(config)
     score = "-" if trained.best_score is None else f"{trained.best_score:.3f}"
     bundle = trained.run_dir / "best"
-    log(
+    logger.info(
         f"[3/5] trained fpn-efficientnetb0 for {trained.epochs_completed} epochs, best "
         f"{trained.monitor} {score}: {bundle}"
     )
-    scored = evaluate(
-        model=bundle,
-        data=data,
-        split="test",
-        project=directory / "runs" / "eval",
-        show_progress=settings.show_progress,
-    )
+    with logs.only_warnings():  # each step says one line of its own, below
+        scored = evaluate(
+            model=bundle,
+            data=data,
+            split="test",
+            project=directory / "runs" / "eval",
+            show_progress=settings.show_progress,
+        )
     line = f"[4/5] evaluated on the test split: mIoU {_score(scored.scores.mean_iou)}"
     if scored.cityscapes:
         official = None if scored.official is None else scored.official.mean_iou
         line += f", official category IoU {_score(official)}"
-    log(f"{line}: {scored.out_dir}")
+    logger.info(f"{line}: {scored.out_dir}")
     test_images = [data / entry["image"] for entry in read_manifest(data)["splits"]["test"]]
     masks = directory / "predictions"
-    predicted = predict_paths(
-        test_images, masks, model=bundle, legend=True, show_progress=settings.show_progress
-    )
-    log(f"[5/5] colour masks for {len(predicted.written)} test images: {masks}")
-    log(f"next: cityseg predict YOUR_IMAGE.png -o mask.png --model {bundle}")
+    with logs.only_warnings():
+        predicted = predict_paths(
+            test_images, masks, model=bundle, legend=True, show_progress=settings.show_progress
+        )
+    logger.info(f"[5/5] colour masks for {len(predicted.written)} test images: {masks}")
+    logger.info(f"next: cityseg predict YOUR_IMAGE.png -o mask.png --model {bundle}")
 
 
 def _score(value: float | None) -> str:

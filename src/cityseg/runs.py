@@ -11,9 +11,9 @@ they use. Pure stdlib: no TensorFlow, so `--help` and `evaluate --predictions` s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,7 @@ from cityseg.config import TrainConfig
 from cityseg.dataset.manifest import is_dataset
 from cityseg.errors import UsageError
 
-Log = Callable[[str], None]
-
+logger = logging.getLogger(__name__)
 DEFAULT_DATA = TrainConfig().data
 RUN_LEVELS = 3
 """Folders searched for config.json: the model's own, its parent and grandparent."""
@@ -53,27 +52,27 @@ def run_config(run_dir: Path) -> dict[str, Any] | None:
     return config
 
 
-def find_data(data: Path | None, model: Path | None, log: Log) -> Path | None:
+def find_data(data: Path | None, model: Path | None) -> Path | None:
     """The dataset a command should use: `data` as given; else the model's run's dataset
     if it is still prepared; else the default if it is; else None.
 
-    A dataset the user did not name is announced (`log`), as `resolve_model` does for
+    A dataset the user did not name is announced (logged), as `resolve_model` does for
     models, so that the numbers a command prints can be traced to their data.
     """
     if data is not None:
         return data
-    found = _run_dataset(model, log) if model is not None else None
+    found = _run_dataset(model) if model is not None else None
     if found is not None:
         return found
     return DEFAULT_DATA if is_dataset(DEFAULT_DATA) else None
 
 
-def resolve_data(data: Path | None, model: Path | None, log: Log) -> Path:
+def resolve_data(data: Path | None, model: Path | None) -> Path:
     """`find_data`, falling back to the default so the command's own error names it."""
-    return find_data(data, model, log) or DEFAULT_DATA
+    return find_data(data, model) or DEFAULT_DATA
 
 
-def _run_dataset(model: Path, log: Log) -> Path | None:
+def _run_dataset(model: Path) -> Path | None:
     run_dir = run_dir_of(model)
     config = run_config(run_dir) if run_dir is not None else None
     if run_dir is None or config is None:
@@ -82,10 +81,12 @@ def _run_dataset(model: Path, log: Log) -> Path | None:
     recorded = Path(config["data"])
     for candidate in _dataset_candidates(recorded, run_dir, config.get("run_dir")):
         if is_dataset(candidate):
-            log(f"data: {candidate} (from {source}; choose another with --data)")
+            logger.info(f"data: {candidate} (from {source}; choose another with --data)")
             return candidate
     if recorded != DEFAULT_DATA:
-        log(f"note: the run's dataset {recorded} (from {source}) is no longer prepared there")
+        logger.info(
+            f"note: the run's dataset {recorded} (from {source}) is no longer prepared there"
+        )
     return None
 
 

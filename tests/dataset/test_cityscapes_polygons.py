@@ -387,10 +387,9 @@ def make_coarse(raw_dataset: RawDataset, raw: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("labels", [LabelSource.labelids, LabelSource.polygons])
 def test_prepare_coarse_folder(
-    raw_dataset: RawDataset, tmp_path: Path, labels: LabelSource
+    raw_dataset: RawDataset, tmp_path: Path, labels: LabelSource, messages: list[str]
 ) -> None:
     stems = make_coarse(raw_dataset, tmp_path / "raw")
-    notes: list[str] = []
     out = tmp_path / "ds"
     prepare_dataset(
         tmp_path / "raw",
@@ -399,7 +398,6 @@ def test_prepare_coarse_folder(
         labels=labels,
         verify=False,
         show_progress=False,
-        log=notes.append,
     )
     index = read_manifest(out)
     assert index["options"]["annotations"] == "coarse"
@@ -415,7 +413,7 @@ def test_prepare_coarse_folder(
             else read_mask(Path(stem + "labelIds.png"))
         )
         np.testing.assert_array_equal(read_mask(out / entry["labelIds"]), expected)
-    text = "\n".join(notes)
+    text = "\n".join(messages)
     assert (
         "1 " in text and "without an image skipped" in text and "1 of them in train_extra" in text
     )

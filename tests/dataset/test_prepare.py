@@ -172,17 +172,18 @@ def test_val_ratio_and_seed_choose_whole_cities() -> None:
     assert len(choose_val_cities({"x": 1, "y": 100}, 0.9, seed=1)) == 1
 
 
-def test_verify_warns_on_a_repackaged_zip(raw_dataset: RawDataset, tmp_path: Path) -> None:
-    notes: list[str] = []
+def test_verify_warns_on_a_repackaged_zip(
+    raw_dataset: RawDataset, tmp_path: Path, messages: list[str]
+) -> None:
     out = tmp_path / "ds"
-    prepare_dataset(raw_dataset.root, out, show_progress=False, log=notes.append)
-    assert any("does not match the official checksum" in n for n in notes)
+    prepare_dataset(raw_dataset.root, out, show_progress=False)
+    assert any("does not match the official checksum" in n for n in messages)
     source = read_manifest(out)["source"]["gtFine"]
     assert len(source["md5"]) == 32 and len(source["sha256"]) == 64 and not source["official"]
 
 
 def test_junk_is_ignored_and_unpaired_files_reported(
-    raw_dataset: RawDataset, tmp_path: Path
+    raw_dataset: RawDataset, tmp_path: Path, messages: list[str]
 ) -> None:
     raw = copy_raw(raw_dataset, tmp_path / "raw")
     dropped_label = first_member(raw / FINE, "_labelIds.png", split="val")
@@ -193,10 +194,9 @@ def test_junk_is_ignored_and_unpaired_files_reported(
     )
     extra = "leftImg8bit/train/aachen/aachen_000000_000019_leftImg8bit.png"
     rewrite_zip(raw / LEFT, drop=lambda name: name == extra)
-    notes: list[str] = []
     out = tmp_path / "ds"
-    prepare_dataset(raw, out, verify=False, show_progress=False, log=notes.append)
-    text = "\n".join(notes)
+    prepare_dataset(raw, out, verify=False, show_progress=False)
+    text = "\n".join(messages)
     assert "1 image(s) without labelIds skipped" in text
     assert "1 labelIds without an image skipped" in text
     assert "ignored 1 unrecognised file(s)" in text and "notes.txt" in text

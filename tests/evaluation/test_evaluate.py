@@ -250,7 +250,7 @@ def test_predictions_path_does_not_import_tensorflow(prepared: Path, tmp_path: P
 
 
 @pytest.mark.slow
-def test_model_run(prepared: Path, tmp_path: Path) -> None:
+def test_model_run(prepared: Path, tmp_path: Path, messages: list[str]) -> None:
     from cityseg.inference.bundle import save_bundle
     from cityseg.training.models import ModelSpec, build_model, card_fields
 
@@ -268,7 +268,6 @@ def test_model_run(prepared: Path, tmp_path: Path) -> None:
     bundle = save_bundle(build_model(spec), tmp_path / "tiny" / "best", card)
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
-    messages: list[str] = []
 
     report = evaluate(
         model=bundle,
@@ -277,7 +276,6 @@ def test_model_run(prepared: Path, tmp_path: Path) -> None:
         batch=4,
         write_labelids=tmp_path / "labelids",
         show_progress=False,
-        log=messages.append,
     )
     assert report.out_dir == tmp_path / "runs" / "tiny"
     for name in ("metrics.json", "per_image.csv", "confusion.png"):

@@ -85,16 +85,15 @@ def test_directory_and_glob_inputs(tmp_path: Path, bundle: Path, photos: Path) -
     assert all(p.parent == tmp_path / "glob" for p in report.written)
 
 
-def test_corrupt_file_is_reported_and_the_rest_written(tmp_path: Path, bundle: Path) -> None:
+def test_corrupt_file_is_reported_and_the_rest_written(
+    tmp_path: Path, bundle: Path, messages: list[str]
+) -> None:
     inputs = tmp_path / "in"
     write_rgb(inputs / "good1.png", scene(64, 128, 4))
     (inputs / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (inputs / "text.png").write_text("hello")
     write_rgb(inputs / "good2.png", scene(48, 96, 5))
-    messages: list[str] = []
-    report = predict_paths(
-        [inputs], tmp_path / "out", model=bundle, batch=2, show_progress=False, log=messages.append
-    )
+    report = predict_paths([inputs], tmp_path / "out", model=bundle, batch=2, show_progress=False)
     assert sorted(p.name for p in report.written) == ["good1.png", "good2.png"]
     assert sorted(p.name for p, _ in report.failed) == ["bad.png", "text.png"]
     assert all("\n" not in reason for _, reason in report.failed)
@@ -310,7 +309,7 @@ def _fake_dataset(root: Path) -> None:
 
 
 def test_folder_input_takes_photos_and_skips_labels_masks_and_outputs(
-    bundle: Path, tmp_path: Path
+    bundle: Path, tmp_path: Path, messages: list[str]
 ) -> None:
     import cv2
 
@@ -327,8 +326,8 @@ def test_folder_input_takes_photos_and_skips_labels_masks_and_outputs(
     assert (root / "earlier" / ".cityseg-predict.json").is_file()
     assert first.written == [root / "earlier" / "street.png"]
 
-    messages: list[str] = []
-    report = run([root], tmp_path / "out", bundle, log=messages.append)
+    messages.clear()
+    report = run([root], tmp_path / "out", bundle)
     names = sorted(p.relative_to(tmp_path / "out").as_posix() for p in report.written)
     assert names == [
         "aachen_000000_000019_leftImg8bit.png",
@@ -345,7 +344,7 @@ def test_folder_input_takes_photos_and_skips_labels_masks_and_outputs(
     assert "1 grayscale/palette mask PNGs" in notes[0]
 
     # The -o folder itself is never read back, marked or not; named files are taken as given.
-    report = run([root], root / "earlier", bundle, log=messages.append)
+    report = run([root], root / "earlier", bundle)
     assert (root / "earlier" / "street.png") in report.written
     label = root / "aachen_000000_000019_gtFine_labelIds.png"
     assert run([label], tmp_path / "label.png", bundle).written == [tmp_path / "label.png"]

@@ -114,7 +114,7 @@ def test_tampered_or_truncated_bundle_is_refused(trained_run: Path, tmp_path: Pa
 
 
 def test_interrupt_then_resume_continues_at_the_right_epoch(
-    train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    train_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, messages: list[str]
 ) -> None:
     from cityseg.training import callbacks
     from cityseg.training.train import TrainingInterrupted, train
@@ -129,14 +129,14 @@ def test_interrupt_then_resume_continues_at_the_right_epoch(
     monkeypatch.setattr(callbacks.EpochProgress, "on_epoch_end", interrupt_after_first)
     config = tiny_config(train_data, tmp_path, epochs=3, name="resume")
     with pytest.raises(TrainingInterrupted, match="cityseg train --resume"):
-        train(config, log=lambda m: None)
+        train(config)
     run_dir = tmp_path / "resume"
     assert json.loads((run_dir / "last" / "state.json").read_text())["epoch"] == 1
     monkeypatch.setattr(callbacks.EpochProgress, "on_epoch_end", real)
 
-    notes: list[str] = []
-    report = train(TrainConfig(), resume=run_dir, log=notes.append)
-    assert any("resuming at epoch 2/3" in n for n in notes)
+    messages.clear()
+    report = train(TrainConfig(), resume=run_dir)
+    assert any("resuming at epoch 2/3" in n for n in messages)
     assert report.epochs_completed == 3
     assert [int(r["epoch"]) for r in read_csv(run_dir / "metrics.csv")] == [0, 1, 2]
 
@@ -153,7 +153,7 @@ def test_nan_loss_stops_with_a_clear_message(
 
     monkeypatch.setattr(losses, "get_loss", nan_loss)
     with pytest.raises(CitysegError, match="the loss became NaN at epoch 1, batch 1"):
-        train(tiny_config(train_data, tmp_path, epochs=1), log=lambda m: None)
+        train(tiny_config(train_data, tmp_path, epochs=1))
 
 
 def test_cli_errors_are_one_line(train_data: Path, tmp_path: Path, cli) -> None:
@@ -207,12 +207,14 @@ from pathlib import Path
 import cityseg._tf as t
 cpu = t.tf.config.list_physical_devices("CPU")[0]
 t.tf.config.set_logical_device_configuration(cpu, [t.tf.config.LogicalDeviceConfiguration()] * 2)
+from cityseg import logs
 from cityseg.config import Strategy, TrainConfig
 from cityseg.training.train import train
+logs.install("stdout")
 report = train(TrainConfig(data=Path({str(train_data)!r}), project=Path({str(tmp_path)!r}),
                arch="pspnet", backbone="resnet18", weights="none", height=48, width=96,
                epochs=1, batch=4, steps_per_epoch=2,
-               aug="none", strategy=Strategy.mirrored, name="mirrored"), log=print)
+               aug="none", strategy=Strategy.mirrored, name="mirrored"))
 assert report.epochs_completed == 1
 print("replicas ok")
 """
@@ -239,18 +241,19 @@ def one_city_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_raw_dataset(tmp_path_factory.mktemp("one-city"), spec).root
 
 
-def test_one_city_trains_to_the_end_without_val(one_city_raw: Path, tmp_path: Path, cli) -> None:
+def test_one_city_trains_to_the_end_without_val(
+    one_city_raw: Path, tmp_path: Path, cli, caplog: pytest.LogCaptureFixture
+) -> None:
     result = cli("prepare", one_city_raw, "-o", tmp_path / "ds", "--no-verify", "-q")
     assert result.exit_code == 0, result.stderr
     assert "val is empty" in result.stderr and "--split-by image" in result.stderr
     assert not json.loads((tmp_path / "ds" / "manifest.json").read_text())["splits"]["val"]
 
-    notes: list[str] = []
     from cityseg.training.train import train
 
-    report = train(tiny_config(tmp_path / "ds", tmp_path / "runs", name="noval"), log=notes.append)
+    report = train(tiny_config(tmp_path / "ds", tmp_path / "runs", name="noval"))
     assert report.epochs_completed == 2 and report.monitor == "miou"
-    assert any("best/ follows the training mIoU" in note for note in notes)
+    assert any("best/ follows the training mIoU" in note for note in caplog.messages)  # a warning
     run_dir = tmp_path / "runs" / "noval"
     rows = read_csv(run_dir / "metrics.csv")
     best_epoch = max(range(len(rows)), key=lambda i: float(rows[i]["miou"])) + 1
@@ -305,10 +308,12 @@ def test_prepare_can_split_one_city_by_image(one_city_raw: Path, tmp_path: Path,
 KILL_BETWEEN_CSV_AND_CHECKPOINT = """
 import os, signal, sys
 from pathlib import Path
+from cityseg import logs
 from cityseg.training import callbacks
 from cityseg.config import TrainConfig
 from cityseg.training.train import train
 
+logs.install("stdout")
 real = callbacks.RunCheckpoints.save_last
 
 def save_last(self, logs=None):
@@ -319,12 +324,13 @@ def save_last(self, logs=None):
 callbacks.RunCheckpoints.save_last = save_last
 train(TrainConfig(data=Path(sys.argv[1]), project=Path(sys.argv[2]), name="killed",
                   arch="pspnet", backbone="resnet18", weights="none", height=48, width=96,
-                  epochs=3, batch=4, lr=3e-3, aug="none", patience=0, steps_per_epoch=2),
-      log=print)
+                  epochs=3, batch=4, lr=3e-3, aug="none", patience=0, steps_per_epoch=2))
 """
 
 
-def test_resume_after_kill_9_logs_each_epoch_once(train_data: Path, tmp_path: Path) -> None:
+def test_resume_after_kill_9_logs_each_epoch_once(
+    train_data: Path, tmp_path: Path, messages: list[str]
+) -> None:
     from cityseg.training.train import train
 
     done = subprocess.run(
@@ -339,12 +345,11 @@ def test_resume_after_kill_9_logs_each_epoch_once(train_data: Path, tmp_path: Pa
     state = json.loads((run_dir / "last" / "state.json").read_text())
     assert state["epoch"] == 1
 
-    notes: list[str] = []
-    report = train(TrainConfig(), resume=run_dir, log=notes.append)
+    report = train(TrainConfig(), resume=run_dir)
     assert report.epochs_completed == 3
     rows = read_csv(run_dir / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1, 2]  # the re-run epoch once
-    progress = [n for n in notes if n.startswith("epoch ")]
+    progress = [n for n in messages if n.startswith("epoch ")]
     bests = [float(n.split("best ")[1].split()[0]) for n in progress]
     scores = [float(r["val_miou"]) for r in rows]
     assert bests[0] == pytest.approx(max(scores[:2]), abs=1e-4)  # carried from epoch 1

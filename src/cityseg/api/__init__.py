@@ -16,8 +16,9 @@
 
 Each call goes through the library function its command calls, and every command is
 one call into this API, so the two never disagree; results are typed reports
-(docs/python.md). Each takes `verbose` (bars and messages) and `log` (where messages go
-instead of `print`: the CLI passes its stderr note).
+(docs/python.md). Messages go through the standard `logging` module, under the "cityseg"
+logger (`cityseg.logs`): on stdout unless you add a handler of your own first. Each call
+takes `verbose`: `False` turns its bars off and keeps only the warnings.
 """
 
 from __future__ import annotations

@@ -1,33 +1,19 @@
-"""What every function of the Python API shares: its messages and its path arguments."""
+"""What every function of the Python API shares: its path and size arguments.
+
+Its messages are not here: each call runs inside `cityseg.logs.api_messages(verbose)`,
+which shows them on stdout (unless a handler of the user's takes them) and keeps only
+the warnings when `verbose=False`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from cityseg.errors import UsageError
 from cityseg.runs import parse_size
 
-Log = Callable[[str], None]
 PathLike = str | os.PathLike[str]
-
-
-def logger(verbose: bool, log: Log | None = None) -> Log:
-    """Where an API call's messages go: `log` when given, else `print` when verbose.
-
-    `print`, because a notebook shows stdout plainly while stderr comes out in red as if
-    it were an error. The CLI, whose stdout is for results, passes its stderr `note` as
-    `log` (and `verbose=not quiet` for the bars), so that `-q` hides the bars but never
-    the notes, as it always has.
-    """
-    if log is not None:
-        return log
-    return print if verbose else _silent
-
-
-def _silent(message: str) -> None:
-    del message
 
 
 def optional_path(value: PathLike | None) -> Path | None:

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityseg.api._common import Log, PathLike, logger, size_of
+from cityseg.api._common import PathLike, size_of
 from cityseg.api.model import Model
 from cityseg.config import DEFAULT_PROJECT, BenchmarkConfig
 from cityseg.inference.predictor import newest_bundle
+from cityseg.logs import api_messages
 
 if TYPE_CHECKING:
     from cityseg.deploy.benchmark import BenchmarkReport
@@ -29,7 +30,6 @@ def benchmark(
     exports: bool = BENCHMARK.include_exports,
     project: PathLike = DEFAULT_PROJECT,
     verbose: bool = True,
-    log: Log | None = None,
 ) -> BenchmarkReport:
     """Time each model (`Model`s or paths; default the newest run's best under `project`)
     and, with `exports`, each bundle's run exports, all at one size (default: the first
@@ -43,11 +43,11 @@ def benchmark(
     else:
         chosen = list(models)
     paths = [m.path if isinstance(m, Model) else Path(m) for m in chosen]
-    return time_models(
-        paths or [newest_bundle(Path(project))],
-        size=size_of(size),
-        runs=runs,
-        batch=batch,
-        include_exports=exports,
-        log=logger(verbose, log),
-    )
+    with api_messages(verbose):
+        return time_models(
+            paths or [newest_bundle(Path(project))],
+            size=size_of(size),
+            runs=runs,
+            batch=batch,
+            include_exports=exports,
+        )

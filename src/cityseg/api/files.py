@@ -16,10 +16,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityseg.api._common import Log, PathLike, logger, optional_path
+from cityseg.api._common import PathLike, optional_path
 from cityseg.api.model import Model
 from cityseg.config import DEFAULT_PROJECT, EvaluateConfig, OutputFormat, PredictConfig, Split
 from cityseg.errors import UsageError
+from cityseg.logs import api_messages
 from cityseg.runs import resolve_data
 
 if TYPE_CHECKING:
@@ -43,7 +44,6 @@ def predict_files(
     tta: bool = PREDICT.tta_flip,
     batch: int = PREDICT.batch,
     verbose: bool = True,
-    log: Log | None = None,
 ) -> PredictReport:
     """Write one mask file per input image, as `cityseg predict INPUT... -o OUTPUT`.
 
@@ -51,26 +51,27 @@ def predict_files(
     labels, masks and earlier outputs); `output` is a folder, or a .png/.jpg for one
     image. `format` is colour, ids, overlay or labelids; `model` a `Model` (kept loaded),
     a path, or None for the newest run's best under `project`. Unreadable images are
-    skipped with a warning and listed in the report's `failed`.
+    skipped with a warning (shown even when not `verbose`) and listed in the report's
+    `failed`.
     """
     from cityseg.inference.predict import predict_paths
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     path, loader = _model_of(model, tta)
-    return predict_paths(
-        [item if isinstance(item, str) else Path(item) for item in items],
-        output if isinstance(output, str) else Path(output),
-        model=path,
-        project=Path(project),
-        format=_output_format(format),
-        alpha=alpha,
-        legend=legend,
-        tta_flip=tta,
-        batch=batch,
-        show_progress=verbose,
-        log=logger(verbose, log),
-        loader=loader,
-    )
+    with api_messages(verbose):
+        return predict_paths(
+            [item if isinstance(item, str) else Path(item) for item in items],
+            output if isinstance(output, str) else Path(output),
+            model=path,
+            project=Path(project),
+            format=_output_format(format),
+            alpha=alpha,
+            legend=legend,
+            tta_flip=tta,
+            batch=batch,
+            show_progress=verbose,
+            loader=loader,
+        )
 
 
 def _model_of(
@@ -94,7 +95,6 @@ def evaluate_predictions(
     write_labelids: PathLike | None = None,
     scheme: str | None = None,
     verbose: bool = True,
-    log: Log | None = None,
 ) -> EvalReport:
     """Score a folder of class-id PNGs named by key (`{key}.png`, or any name holding the
     key) on a prepared split, as `cityseg evaluate --predictions FOLDER` does.
@@ -105,18 +105,17 @@ def evaluate_predictions(
     """
     from cityseg.evaluation.evaluate import evaluate
 
-    shown = logger(verbose, log)
-    return evaluate(
-        data=resolve_data(optional_path(data), None, shown),
-        split=split.value if isinstance(split, Enum) else split,
-        predictions=Path(predictions),
-        write_labelids=optional_path(write_labelids),
-        project=Path(project),
-        name=name,
-        show_progress=verbose,
-        log=shown,
-        scheme=scheme,
-    )
+    with api_messages(verbose):
+        return evaluate(
+            data=resolve_data(optional_path(data), None),
+            split=split.value if isinstance(split, Enum) else split,
+            predictions=Path(predictions),
+            write_labelids=optional_path(write_labelids),
+            project=Path(project),
+            name=name,
+            show_progress=verbose,
+            scheme=scheme,
+        )
 
 
 def _output_format(value: str | OutputFormat) -> OutputFormat:

@@ -10,6 +10,7 @@ argmax), so a mask from here equals the CLI's `--format ids` PNG for the same fi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from cityseg import images
 from cityseg.api import images as inputs
-from cityseg.api._common import Log, PathLike, logger, optional_path, size_of
+from cityseg.api._common import PathLike, optional_path, size_of
 from cityseg.config import (
     DEFAULT_PROJECT,
     BenchmarkConfig,
@@ -33,6 +34,7 @@ from cityseg.config import (
 from cityseg.inference.bundle import read_card
 from cityseg.inference.predictor import newest_bundle
 from cityseg.inference.runtimes import model_format
+from cityseg.logs import api_messages
 from cityseg.progress import track
 from cityseg.runs import resolve_data, run_dir_of
 
@@ -53,12 +55,14 @@ PREDICT = PredictConfig()
 Masks = list[np.ndarray]
 WithProbabilities = list[tuple[np.ndarray, np.ndarray]]
 Format = str | ExportFormat
+logger = logging.getLogger(__name__)
 
 
 class Model:
     """A bundle or export folder (or its model.tflite / model.onnx); None: the newest
     run's best bundle under `project`, as every CLI command defaults to. `verbose` shows
-    the bars and messages of its calls; `log` takes the messages instead of `print`."""
+    the bars and messages of its calls (messages: the "cityseg" logger, see
+    `cityseg.logs`); `verbose=False` keeps only the warnings."""
 
     def __init__(
         self,
@@ -66,14 +70,12 @@ class Model:
         *,
         project: PathLike = DEFAULT_PROJECT,
         verbose: bool = True,
-        log: Log | None = None,
     ) -> None:
-        self._log = logger(verbose, log)
-        self._log_to = log
         self._verbose = verbose
         if path is None:
-            path = newest_bundle(Path(project))
-            self._log(f"model: {path} (the newest run's best under {project})")
+            with api_messages(verbose):
+                path = newest_bundle(Path(project))
+                logger.info(f"model: {path} (the newest run's best under {project})")
         self.path, self._card = read_card(Path(path))
         """The model folder (for a model.tflite path, the folder holding it)."""
         self._loaded: LoadedModel | None = None
@@ -223,18 +225,18 @@ class Model:
         """
         from cityseg.evaluation.evaluate import evaluate
 
-        return evaluate(
-            data=resolve_data(optional_path(data), self.path, self._log),
-            split=split.value if isinstance(split, Enum) else split,
-            write_labelids=optional_path(write_labelids),
-            project=Path(project),
-            name=name,
-            batch=batch,
-            show_progress=self._verbose,
-            log=self._log,
-            scheme=scheme,
-            loader=lambda: self.predictor(tta=tta),
-        )
+        with api_messages(self._verbose):
+            return evaluate(
+                data=resolve_data(optional_path(data), self.path),
+                split=split.value if isinstance(split, Enum) else split,
+                write_labelids=optional_path(write_labelids),
+                project=Path(project),
+                name=name,
+                batch=batch,
+                show_progress=self._verbose,
+                scheme=scheme,
+                loader=lambda: self.predictor(tta=tta),
+            )
 
     # ----------------------------------------------------------------------- deploy
 
@@ -284,16 +286,16 @@ class Model:
 
         several = isinstance(format, (list, tuple))
         chosen = list(format) if isinstance(format, (list, tuple)) else [format]
-        reports = export_model(
-            self.path,
-            [f.value if isinstance(f, Enum) else str(f) for f in chosen],
-            optional_path(output),
-            data=resolve_data(optional_path(data), self.path, self._log),
-            size=size_of(size),
-            calib=calib,
-            parity=parity,
-            log=self._log,
-        )
+        with api_messages(self._verbose):
+            reports = export_model(
+                self.path,
+                [f.value if isinstance(f, Enum) else str(f) for f in chosen],
+                optional_path(output),
+                data=resolve_data(optional_path(data), self.path),
+                size=size_of(size),
+                calib=calib,
+                parity=parity,
+            )
         return reports if several else reports[0]
 
     def benchmark(
@@ -309,7 +311,7 @@ class Model:
         from cityseg.api.deploy import benchmark
 
         return benchmark(
-            [self.path], size=size, runs=runs, batch=batch, exports=exports, log=self._log
+            [self.path], size=size, runs=runs, batch=batch, exports=exports, verbose=self._verbose
         )
 
     # ----------------------------------------------------------------------- files
@@ -342,7 +344,6 @@ class Model:
             tta=tta,
             batch=batch,
             verbose=shown,
-            log=logger(shown, self._log_to),
         )
 
     def __repr__(self) -> str:

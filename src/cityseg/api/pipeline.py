@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cityseg.api._common import Log, PathLike, logger
+from cityseg.api._common import PathLike
 from cityseg.config import SyntheticConfig
 from cityseg.demo_pipeline import DemoFormat, DemoSettings, run_demo
+from cityseg.logs import api_messages
 
 SYNTHETIC = SyntheticConfig()
 
@@ -28,7 +29,6 @@ def demo(
     data_only: bool = False,
     train: bool = True,
     verbose: bool = True,
-    log: Log | None = None,
 ) -> None:
     """Write synthetic raw data into `directory`, prepare it, then (unless `train=False`)
     train a small FPN, evaluate it and predict the test images, as `cityseg demo`.
@@ -48,4 +48,5 @@ def demo(
         train_model=train,
         show_progress=verbose,
     )
-    run_demo(Path(directory), settings, log=logger(verbose, log))
+    with api_messages(verbose):
+        run_demo(Path(directory), settings)

@@ -18,12 +18,13 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cityseg.api._common import Log, PathLike, logger, optional_path, size_of
+from cityseg.api._common import PathLike, optional_path, size_of
 from cityseg.api.model import Model
 from cityseg.config import DEFAULT_PROJECT, TrainConfig
 from cityseg.errors import CitysegError, DataError, UsageError
 from cityseg.inference.bundle import CARD_NAME
 from cityseg.inference.predictor import newest_bundle
+from cityseg.logs import api_messages
 from cityseg.runs import CONFIG_NAME, run_config
 
 if TYPE_CHECKING:
@@ -203,21 +204,20 @@ def train(
     resume: PathLike | None = None,
     callbacks: Sequence[Any] = (),
     verbose: bool = True,
-    log: Log | None = None,
     **overrides: Any,
 ) -> Run:
     """Train as `cityseg train` does and return the run: `config` (default `TrainConfig()`)
     with `overrides` (any `TrainConfig` field, e.g. `epochs=5`, plus `size="256x512"` or
     `size=(256, 512)` for height and width). `resume` continues a run folder with its
-    saved config, as `--resume`; `callbacks` are extra Keras callbacks; `log` takes the
-    messages instead of `print`. The returned run's `report` is what training reported.
+    saved config, as `--resume`; `callbacks` are extra Keras callbacks; `verbose=False`
+    keeps only the warnings of training's messages (its epoch lines among them). The
+    returned run's `report` is what training reported.
     """
     from cityseg.training.train import train as train_run
 
     settings = with_overrides(config or TrainConfig(), overrides)
-    report = train_run(
-        settings, resume=optional_path(resume), log=logger(verbose, log), callbacks=callbacks
-    )
+    with api_messages(verbose):
+        report = train_run(settings, resume=optional_path(resume), callbacks=callbacks)
     if not report.wrote_run:
         raise WorkerProcessError(
             f"trained {report.epochs_completed} epoch(s) on this worker; the chief of the "

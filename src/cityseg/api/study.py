@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cityseg.api._common import PathLike
 from cityseg.config import TrainConfig, TuneConfig
+from cityseg.logs import api_messages
 
 if TYPE_CHECKING:
     from cityseg.compare import Comparison
@@ -37,10 +38,12 @@ def tune(
     prune: bool = TUNE.prune,
     heartbeat: int = TUNE.heartbeat,
     seed: int = TUNE.seed,
+    verbose: bool = True,
     **overrides: Any,
 ) -> TuneReport:
     """Run (or resume) a study as `cityseg tune` does, and return its report: where it
-    is, its trial counts, and its best trial (or Pareto front, for `miou,latency`)."""
+    is, its trial counts, and its best trial (or Pareto front, for `miou,latency`).
+    `verbose=False` keeps only the warnings of its progress lines."""
     from cityseg.api.run import with_overrides
     from cityseg.tune.study import tune as run_study
 
@@ -56,7 +59,8 @@ def tune(
         heartbeat=heartbeat,
         seed=seed,
     )
-    return run_study(base, search_space(space), settings)
+    with api_messages(verbose):
+        return run_study(base, search_space(space), settings)
 
 
 def search_space(space: SearchSpace | Mapping[str, Any] | PathLike) -> SearchSpace:
@@ -78,6 +82,7 @@ def compare(
     latency: bool = False,
     latency_runs: int = TUNE.latency_runs,
     plot: PathLike | None = None,
+    verbose: bool = True,
 ) -> Comparison:
     """The comparison `cityseg compare` prints, as rows (`.rows`) you can read, and
     `.render("md")` for the Markdown table; `plot` also writes compare.png there."""
@@ -85,7 +90,8 @@ def compare(
     from cityseg.compare.plot import write_plot
 
     paths = [Path(runs)] if isinstance(runs, (str, os.PathLike)) else [Path(r) for r in runs]
-    comparison = compare_runs(paths, sort=sort, latency=latency, latency_runs=latency_runs)
+    with api_messages(verbose):
+        comparison = compare_runs(paths, sort=sort, latency=latency, latency_runs=latency_runs)
     if plot is not None:
         write_plot(comparison.rows, Path(plot))
     return comparison

@@ -7,9 +7,10 @@ exit code, `main()` is the console script. Commands live one group per module: `
 options, makes one call into the Python API (`cityseg.api`: `prepare`, `remap`, `demo`,
 `train`, `Model(...).evaluate` / `evaluate_predictions`, `predict_files`,
 `Model(...).export`, `benchmark`; `serve` runs `cityseg.serve`'s app) and prints the
-result, so nothing a command does is out of reach from Python. The API's messages go to
-the CLI's stderr `note` (its `log=`), never to stdout; every default comes from
-`cityseg.config`.
+result, so nothing a command does is out of reach from Python. The API's messages (the
+"cityseg" logger) go to stderr while a command runs (`options.Command`, through
+`cityseg.logs.cli_messages`), as the command's own `note`s do, never to stdout; `-q`
+hides the bars, never the messages. Every default comes from `cityseg.config`.
 """
 
 from cityseg.cli.root import app, main, run

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from cityseg.cli.options import Quiet, Workers, human_bytes, note, out
+from cityseg.cli.options import Command, Quiet, Workers, human_bytes, out
 from cityseg.config import (
     Background,
     DataFormat,
@@ -27,7 +27,6 @@ from cityseg.config import (
     UnknownPolicy,
 )
 from cityseg.demo_pipeline import DemoFormat
-from cityseg.errors import UsageError
 
 if TYPE_CHECKING:
     from cityseg.dataset.prepare import PrepareReport
@@ -38,14 +37,6 @@ REMAP = RemapConfig()
 PREPARE = PrepareConfig()
 OWN = OwnDataConfig()
 SYNTHETIC = SyntheticConfig()
-
-OWN_ONLY = (
-    "--classes, --ignore, --palette, --class-attr, --test-ratio and --group-by "
-    "are for own data (--format via|labelme|coco|masks)"
-)
-CITYSCAPES_ONLY = "--limit, --fraction, --split-by, --labels and --gt are for --format cityscapes"
-CITYSCAPES = (PREPARE.split_by, PREPARE.labels, PREPARE.annotations)
-"""--split-by, --labels and --gt as they are when not given."""
 
 # `prepare` has more options than any other command; naming each keeps its signature a
 # list one can read.
@@ -181,7 +172,7 @@ Sizes = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=Command)
 def prepare(
     raw: Source,
     format: Format = DataFormat.cityscapes,
@@ -207,49 +198,34 @@ def prepare(
     quiet: Quiet = False,
 ) -> None:
     """Turn Cityscapes zips, or your own annotated images, into a train-ready dataset."""
+    options = dict(locals())  # the flags by name, each named as the API's keyword
     from cityseg.api import prepare as prepare_data
+    from cityseg.api.dataset import check_format_options
     from cityseg.dataset.sized import parse_sizes
 
-    sizes = parse_sizes(size or [])
-    cityscapes = format is DataFormat.cityscapes
-    if cityscapes:
-        if any(v is not None for v in (classes, ignore, palette, class_attr, test_ratio, group_by)):
-            raise UsageError(OWN_ONLY)
-        options: dict[str, Any] = {
-            "split_by": split_by,
-            "labels": labels,
-            "gt": gt,
-            "limit": limit,
-            "fraction": fraction,
-            "verify": verify,
-        }
-    else:
-        if limit is not None or fraction is not None or (split_by, labels, gt) != CITYSCAPES:
-            raise UsageError(CITYSCAPES_ONLY)
-        # --annotations is ignored for Cityscapes and --no-verify for own data, as ever.
-        options = {
-            "annotations": annotations,
-            "classes": classes,
-            "ignore": ignore,
-            "palette": palette,
-            "background": background,
-            "class_attr": class_attr,
-            "test_ratio": OWN.test_ratio if test_ratio is None else test_ratio,
-            "group_by": group_by,
-        }
+    check_format_options(format, options, flags=True)
     report = prepare_data(
         raw,
         output,
         format=format,
         val_ratio=val_ratio,
         seed=seed,
-        sizes=sizes,
+        sizes=parse_sizes(size or []),
         workers=workers,
         verbose=not quiet,
-        log=note,
-        **options,
+        **_options_of(format, options),
     )
-    _print_prepared(report, report.output, "cities" if cityscapes else "groups")
+    grouping = "cities" if format is DataFormat.cityscapes else "groups"
+    _print_prepared(report, report.output, grouping)
+
+
+def _options_of(format: DataFormat, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of `format` alone: so --annotations with Cityscapes and --no-verify
+    with own data pass unused, as they always have (neither changes what is written)."""
+    from cityseg.api.dataset import CITYSCAPES_ONLY, OWN_ONLY
+
+    names = CITYSCAPES_ONLY if format is DataFormat.cityscapes else (*OWN_ONLY, "background")
+    return {name: options[name] for name in names}
 
 
 def _print_prepared(report: PrepareReport, output: Path, grouping: str) -> None:
@@ -302,7 +278,7 @@ Unknown = Annotated[
 Glob = Annotated[str, typer.Option(help="File pattern when an input is a folder.")]
 
 
-@app.command()
+@app.command(cls=Command)
 def remap(
     inputs: Inputs,
     output: RemapOutput = None,
@@ -371,7 +347,7 @@ Epochs = Annotated[
 NoTrain = Annotated[bool, typer.Option("--no-train", help="Stop after prepare.")]
 
 
-@app.command()
+@app.command(cls=Command)
 def demo(
     directory: Directory = SYNTHETIC.output,
     format: DemoFormatOption = DemoFormat.cityscapes,
@@ -398,5 +374,4 @@ def demo(
         data_only=data_only,
         train=not no_train,
         verbose=not quiet,
-        log=note,
     )

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cityseg.cli.options import (
     DATA_HELP,
+    Command,
     Project,
     Size,
     human_bytes,
@@ -61,7 +62,7 @@ Parity = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     formats: Formats,
     model: Bundle = None,
@@ -135,7 +136,7 @@ JsonOut = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=Command)
 def benchmark(
     model: Models = None,
     size: BenchmarkSize = None,
@@ -158,7 +159,6 @@ def benchmark(
         batch=batch,
         exports=exports,
         project=project,
-        log=note,
     )
     if json_out == Path("-"):
         out.print_json(json.dumps(result.to_dict()))

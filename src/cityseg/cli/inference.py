@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cityseg.cli.options import (
     Batch,
+    Command,
     Data,
     Model,
     Project,
@@ -64,7 +65,7 @@ EvalProject = Annotated[Path, typer.Option(help="Folder holding evaluation runs.
 EvalName = Annotated[str | None, typer.Option(help="Run name (default: the training run's).")]
 
 
-@app.command()
+@app.command(cls=Command)
 def evaluate(
     model: Model = None,
     data: Data = None,
@@ -91,7 +92,6 @@ def evaluate(
             name=name,
             write_labelids=write_labelids,
             verbose=not quiet,
-            log=note,
         )
     else:
         report = open_model(model, DEFAULT_PROJECT, quiet=quiet).evaluate(
@@ -149,7 +149,7 @@ Alpha = Annotated[float, typer.Option(help="Overlay opacity of the mask, 0..1.")
 Legend = Annotated[bool, typer.Option("--legend", help="Draw the class legend.")]
 
 
-@app.command()
+@app.command(cls=Command)
 def predict(
     inputs: PredictInputs,
     output: PredictOutput,
@@ -177,7 +177,6 @@ def predict(
         tta=tta is TTA.flip,
         batch=batch,
         verbose=not quiet,
-        log=note,
     )
     out.print(f"[green]Wrote {len(report.written)} {format.value} mask(s)[/] to {escape(output)}")
     if report.failed:
@@ -203,7 +202,7 @@ MaxPixels = Annotated[int, typer.Option(min=1, help="Largest image, pixels.")]
 MaxQueue = Annotated[int, typer.Option(min=0, help="Inference requests queued before 503.")]
 
 
-@app.command()
+@app.command(cls=Command)
 def serve(
     model: Model = None,
     data: ServeData = None,
@@ -223,10 +222,10 @@ def serve(
     from cityseg.serve.app import create_app
     from cityseg.serve.settings import SETTINGS_ENV, settings_to_env
 
-    model = resolve_model(model, project, note)
+    model = resolve_model(model, project)
     settings = ServeConfig(
         model=model,
-        data=find_data(data, model, note),
+        data=find_data(data, model),
         project=project,
         host=host,
         port=port,

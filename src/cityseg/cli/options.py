@@ -1,9 +1,11 @@
-"""What several commands share: option types, the `--size` parser, the consoles, printing.
+"""What several commands share: the command class, option types, the `--size` parser,
+the consoles, printing.
 
 An option written the same way in several commands is one `Annotated` alias here, so its
 flag, help and checks cannot drift apart; its default stays in the command's signature,
-read from `cityseg.config`. Nothing here imports a library module that pulls in
-TensorFlow: `cityseg --help` imports every command module.
+read from `cityseg.config`. Every command is declared `@app.command(cls=Command)`, so
+the library's messages reach stderr while it runs. Nothing here imports a library module
+that pulls in TensorFlow: `cityseg --help` imports every command module.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from cityseg.config import DEFAULT_DATA, TTA
+from cityseg.logs import cli_messages
 from cityseg.runs import parse_size
 
 if TYPE_CHECKING:
@@ -26,6 +30,18 @@ out = Console(soft_wrap=True)
 """Results: what a script reads from stdout."""
 err = Console(stderr=True, soft_wrap=True)
 """Progress notes, warnings and errors, so they never mix into the results."""
+
+
+class Command(TyperCommand):
+    """A cityseg command: while it runs, the library's messages (the "cityseg" logger)
+    are shown on stderr, beside the command's own `note`s, and `-q` (which passes
+    `verbose=False` to the API) hides the bars but never the messages; see
+    `cityseg.logs.cli_messages`."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own copy of click's Context
+        with cli_messages():
+            return super().invoke(ctx)
+
 
 MODEL_HELP = (
     "A bundle or export folder, or its model.tflite / model.onnx (default: the newest run's best/)."
@@ -81,18 +97,19 @@ def tta_choice(flip: bool) -> TTA:
 
 
 def note(message: str) -> None:
-    """Library messages quote user names (files, classes): never read them as markup."""
+    """A message of the command's own, on stderr. Messages quote user names (files,
+    classes): never read them as markup."""
     err.print(escape(message), highlight=False)
 
 
 def open_model(model: Path | None, project: Path, *, quiet: bool = False) -> api.Model:
-    """`--model` as a `cityseg.Model` whose messages are notes, defaulting (and saying so
-    with the commands' own wording, `choose another with --model`) to the newest run's
-    best under `project`. Reads the card only: no TensorFlow until the model runs."""
+    """`--model` as a `cityseg.Model`, defaulting (and saying so with the commands' own
+    wording, `choose another with --model`) to the newest run's best under `project`.
+    Reads the card only: no TensorFlow until the model runs."""
     from cityseg.api import Model
     from cityseg.inference.predictor import resolve_model
 
-    return Model(resolve_model(model, project, note), verbose=not quiet, log=note)
+    return Model(resolve_model(model, project), verbose=not quiet)
 
 
 def human_bytes(size: int) -> str:

@@ -7,14 +7,13 @@ parses them (`cityseg.tune.space`); the settings held fixed are train's own opti
 
 from __future__ import annotations
 
-import logging
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cityseg.cli.options import Size, note, out, size_option
+from cityseg.cli.options import Command, Size, note, out, size_option
 from cityseg.config import TrainConfig, TuneConfig
 
 if TYPE_CHECKING:
@@ -50,7 +49,7 @@ Prune = Annotated[bool, typer.Option(help="Stop trials whose per-epoch score fal
 TuneProject = Annotated[Path, typer.Option(help="Folder holding the studies.")]
 
 
-@app.command()
+@app.command(cls=Command)
 def tune(
     data: Annotated[Path, typer.Option(help="Prepared dataset.")] = TRAIN.data,
     size: Annotated[Size, size_option("Input HEIGHTxWIDTH.")] = SIZE,
@@ -91,7 +90,6 @@ def tune(
         if space is not None
         else space_from_options(searched)
     )
-    _notes_from("cityseg.tune")
     report = run_study(
         space=chosen, study=study, trials=trials, timeout=timeout, objective=objective,
         storage=storage, project=project, prune=prune, heartbeat=heartbeat, seed=seed,
@@ -112,7 +110,7 @@ class CompareFormat(str, Enum):
     json = "json"
 
 
-@app.command()
+@app.command(cls=Command)
 def compare(
     runs: Annotated[
         list[Path] | None,
@@ -142,21 +140,6 @@ def compare(
             if shown
             else "no plot: no run has a val mIoU and a cost"
         )
-
-
-class _NoteHandler(logging.Handler):
-    """A study's progress lines (trial n/N, each epoch's score) as the CLI's notes."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        note(record.getMessage())
-
-
-def _notes_from(name: str) -> None:
-    logger = logging.getLogger(name)
-    if not any(isinstance(h, _NoteHandler) for h in logger.handlers):
-        logger.addHandler(_NoteHandler())
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
 
 
 def _comparison(

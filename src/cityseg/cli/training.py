@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from cityseg.cli.options import Size, note, out, size_option
+from cityseg.cli.options import Command, Size, out, size_option
 from cityseg.config import (
     Arch,
     Augmentation,
@@ -108,7 +108,7 @@ ListChoices = Annotated[
 ]
 
 
-@app.command()
+@app.command(cls=Command)
 def train(
     data: Data = TRAIN.data,
     arch: ArchOption = ARCH,
@@ -137,9 +137,6 @@ def train(
     list_choices: ListChoices = False,
 ) -> None:
     """Train a segmentation model; writes runs/train/<name>/ with best/ and last/ bundles."""
-    from cityseg.api import WorkerProcessError
-    from cityseg.api import train as train_run
-
     config = TrainConfig(
         data=data,
         scheme=scheme,
@@ -166,8 +163,15 @@ def train(
         steps_per_epoch=steps_per_epoch,
         worker_timeout=worker_timeout,
     )
+    _train_and_print(config, resume)
+
+
+def _train_and_print(config: TrainConfig, resume: Path | None) -> None:
+    from cityseg.api import WorkerProcessError
+    from cityseg.api import train as train_run
+
     try:
-        run = train_run(config, resume=resume, log=note)
+        run = train_run(config, resume=resume)
     except WorkerProcessError as worker:  # trained; only the chief writes the run folder
         epochs = worker.report.epochs_completed
         out.print(f"Trained {epochs} epoch(s); the chief wrote the run folder.")

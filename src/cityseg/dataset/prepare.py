@@ -10,10 +10,11 @@ With `sizes`, training-size copies are written as well (see `cityseg.dataset.siz
 from __future__ import annotations
 
 import json
+import logging
 import random
 import shutil
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -48,7 +49,7 @@ DEFAULTS = PrepareConfig()
 SOURCE_STAMP = ".cityseg-source.json"
 """Written before the first file, so a resumed run can tell it reads the same packages."""
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,6 @@ def prepare_dataset(
     sizes: Sequence[tuple[int, int]] = DEFAULTS.sizes,
     workers: int | None = None,
     show_progress: bool = True,
-    log: Log = lambda message: None,
 ) -> PrepareReport:
     """Prepare `output` from the packages in `raw`; see the module docstring for the split.
 
@@ -115,14 +115,14 @@ def prepare_dataset(
     layout = label_layout(annotations, labels)
     left = find_package(raw, LEFTIMG_ZIP, "leftImg8bit", **_zip_bounds())
     gt = find_package(raw, layout.zip_name, layout.folder, **_zip_bounds())
-    pairs = pair_members(left, gt, log, layout)
-    splits = assign_splits(pairs, val_ratio=val_ratio, seed=seed, log=log, split_by=split_by)
+    pairs = pair_members(left, gt, layout)
+    splits = assign_splits(pairs, val_ratio=val_ratio, seed=seed, split_by=split_by)
     splits = {name: sample(items, limit, fraction, seed, name) for name, items in splits.items()}
     scheme = get_scheme(scheme_name)
 
     previous = manifest.existing_manifest(output)
     source = {
-        kind: _describe(kind, package, previous, verify, show_progress, log)
+        kind: _describe(kind, package, previous, verify, show_progress)
         for kind, package in (("leftImg8bit", left), (layout.folder, gt))
     }
     options = {
@@ -139,12 +139,28 @@ def prepare_dataset(
         return PrepareReport(output, True, summarise(output, planned), _sized_summary(planned))
 
     _claim_output(output, source, layout)
+    packages = {"leftImg8bit": left, "labels": gt}
     selected = [pair for items in splits.values() for pair in items]
+    _write_dataset(output, planned, selected, packages, scheme, layout, workers, show_progress)
+    return PrepareReport(output, False, summarise(output, planned), _sized_summary(planned))
+
+
+def _write_dataset(
+    output: Path,
+    planned: dict[str, Any],
+    selected: list[Pair],
+    packages: dict[str, Package],
+    scheme: Scheme,
+    layout: LabelLayout,
+    workers: int | None,
+    show_progress: bool,
+) -> None:
+    """Every file of the dataset, then its manifest: the last write, which makes it one."""
     _check_disk_space(output, selected)
     write_pairs(
         output,
         selected,
-        {"leftImg8bit": left, "labels": gt},
+        packages,
         scheme,
         workers=workers,
         show_progress=show_progress,
@@ -153,7 +169,6 @@ def prepare_dataset(
     copies = sized.plan_copies(output, planned)
     sized.write_copies(copies, workers=workers, show_progress=show_progress)
     manifest.write_manifest(output, planned)
-    return PrepareReport(output, False, summarise(output, planned), _sized_summary(planned))
 
 
 def _check_raw(raw: Path) -> None:
@@ -222,9 +237,7 @@ def _check_options(val_ratio: float, limit: int | None, fraction: float | None) 
         raise UsageError(f"--fraction must be in (0, 1], got {fraction}")
 
 
-def pair_members(
-    left: Package, fine: Package, log: Log, layout: LabelLayout | None = None
-) -> list[Pair]:
+def pair_members(left: Package, fine: Package, layout: LabelLayout | None = None) -> list[Pair]:
     """Match images to label files by key; report what is unpaired, one line per kind."""
     layout = layout or label_layout()
     image_index = left.index(IMAGE_MEMBER)
@@ -236,14 +249,14 @@ def pair_members(
         if not found.members:
             raise DataError(f"{package.path} holds no {what}; is it the right package?")
         if found.unrecognised:
-            log(
+            logger.info(
                 f"note: ignored {len(found.unrecognised)} unrecognised file(s) in "
                 f"{package.path.name} (e.g. {found.unrecognised[0]})"
             )
 
     test_keys = [k for k, m in image_index.members.items() if m.split == "test"]
     if test_keys:
-        log(
+        logger.info(
             f"note: skipped the original test split ({len(test_keys)} images): "
             "its labels are not public"
         )
@@ -262,7 +275,7 @@ def pair_members(
         for k, m in label_index.members.items()
         if m.split != "test" and k not in image_index.members
     )
-    _warn_unpaired(unlabelled, orphans, label_index, layout, log)
+    _warn_unpaired(unlabelled, orphans, label_index, layout)
     if not pairs:
         raise DataError(
             f"no image has a matching {layout.noun} file in train or val; "
@@ -276,11 +289,12 @@ def _warn_unpaired(
     orphans: list[str],
     label_index: PackageIndex,
     layout: LabelLayout,
-    log: Log,
 ) -> None:
     noun = layout.noun
     if unlabelled:
-        log(f"warning: {len(unlabelled)} image(s) without {noun} skipped (e.g. {unlabelled[0]})")
+        logger.warning(
+            f"warning: {len(unlabelled)} image(s) without {noun} skipped (e.g. {unlabelled[0]})"
+        )
     if orphans:
         extra = sum(label_index.members[key].split == "train_extra" for key in orphans)
         why = (
@@ -289,7 +303,9 @@ def _warn_unpaired(
             if extra
             else ""
         )
-        log(f"warning: {len(orphans)} {noun} without an image skipped (e.g. {orphans[0]}){why}")
+        logger.warning(
+            f"warning: {len(orphans)} {noun} without an image skipped (e.g. {orphans[0]}){why}"
+        )
 
 
 def assign_splits(
@@ -297,7 +313,6 @@ def assign_splits(
     *,
     val_ratio: float,
     seed: int,
-    log: Log,
     split_by: SplitBy = SplitBy.city,
 ) -> dict[str, list[Pair]]:
     """Original val -> test; original train -> train/val by whole cities (or by image)."""
@@ -311,14 +326,14 @@ def assign_splits(
             [p for c in sorted(by_city) for p in by_city[c]], val_ratio, seed
         )
         if val:
-            log(
+            logger.warning(
                 "warning: --split-by image puts images of the same cities in train and val; "
                 "val scores will read higher than on unseen streets"
             )
         return {"train": train, "val": val, "test": test}
     val_cities = choose_val_cities({c: len(p) for c, p in by_city.items()}, val_ratio, seed)
     if val_ratio > 0 and not val_cities:
-        log(
+        logger.warning(
             "warning: the original train split has a single city; val is empty and best/ "
             "will follow the training mIoU. For a val split, re-run prepare with "
             "--split-by image"
@@ -518,7 +533,6 @@ def _describe(
     previous: dict[str, Any] | None,
     verify: bool,
     show_progress: bool,
-    log: Log,
 ) -> dict[str, Any]:
     """The package's fingerprint and, for zips, checksums (reused when unchanged)."""
     info = package.fingerprint()
@@ -536,7 +550,7 @@ def _describe(
         return {**info, **digests}
     official = expected == digests["sha256"]
     if not official:
-        log(
+        logger.warning(
             f"warning: {package.path.name} does not match the official checksum "
             "(repackaged or modified?); continuing"
         )

@@ -10,8 +10,8 @@ FLOPs and parameters describe the Keras model, and so every export of it.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from cityseg.errors import UsageError
 from cityseg.inference.bundle import CARD_NAME, read_card
 from cityseg.inference.runtimes import KERAS, LoadedModel, cpu_threads, model_format, open_model
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 WARMUP_CALLS = 3
 BENCHMARK = BenchmarkConfig()
 
@@ -92,7 +92,6 @@ def time_models(
     runs: int = BENCHMARK.runs,
     batch: int = BENCHMARK.batch,
     include_exports: bool = BENCHMARK.include_exports,
-    log: Log = lambda message: None,
 ) -> BenchmarkReport:
     """Time every model in `models` (and, for bundles, their exports) at one input size."""
     if runs < 1 or batch < 1:
@@ -107,12 +106,12 @@ def time_models(
         _, card = read_card(path)
         exported_at = (int(card["height"]), int(card["width"]))
         if model_format(card) != KERAS and exported_at != (height, width):
-            log(f"skipped {path}: exported at {exported_at}, not {height}x{width}")
+            logger.info(f"skipped {path}: exported at {exported_at}, not {height}x{width}")
             continue
         loaded = first if path == paths[0] else open_model(path, size=(height, width))
         if loaded.format == KERAS and keras_model is None:
             keras_model = loaded
-        log(f"timing {loaded.format} ({path})")
+        logger.info(f"timing {loaded.format} ({path})")
         rows.append(time_model(loaded, inputs, runs))
     return BenchmarkReport(
         input_size=(height, width),

@@ -17,7 +17,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ from cityseg.inference.runtimes import (
 if TYPE_CHECKING:
     from cityseg.deploy.parity import Reference
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 EXPORT_NAME = "export.json"
 ARTEFACT_NAMES = {SAVEDMODEL: "saved_model", ONNX: "model.onnx"}
 ONNX_OPSET = 17
@@ -136,7 +136,6 @@ def export_model(
     size: tuple[int, int] | None = None,
     calib: int = EXPORT.calib,
     parity: int = EXPORT.parity,
-    log: Log = lambda message: None,
 ) -> list[ExportReport]:
     """Export the bundle at `model` to each of `formats`, each with its parity report.
 
@@ -172,7 +171,7 @@ def export_model(
         from cityseg.deploy.parity import evenly_spaced, run_reference
 
         chosen = evenly_spaced(entries["val"], parity)
-        log(f"parity reference: Keras on {len(chosen)} val images")
+        logger.info(f"parity reference: Keras on {len(chosen)} val images")
         reference = run_reference(keras_model, data, chosen)
     calibration = (
         _calibration_images(data, entries["train"], calib, (height, width))
@@ -182,9 +181,7 @@ def export_model(
     with tempfile.TemporaryDirectory() as scratch:
         converter = _Converter(keras_model, Path(scratch), calibration)
         return [
-            _export_one(
-                keras_model, card, bundle_folder, fmt, folders[fmt], converter, reference, log
-            )
+            _export_one(keras_model, card, bundle_folder, fmt, folders[fmt], converter, reference)
             for fmt in formats
         ]
 
@@ -197,11 +194,10 @@ def _export_one(
     folder: Path,
     converter: _Converter,
     reference: Reference | None,
-    log: Log,
 ) -> ExportReport:
     height, width = int(keras_model.card["height"]), int(keras_model.card["width"])
     started = time.perf_counter()
-    log(f"exporting {bundle_folder} as {fmt} at {height}x{width}")
+    logger.info(f"exporting {bundle_folder} as {fmt} at {height}x{width}")
     source = {"bundle": str(bundle_folder), "weights_sha256": card["weights"]["sha256"]}
     export_card = {
         **{k: v for k, v in card.items() if k not in ("weights", "format_version")},
@@ -222,7 +218,7 @@ def _export_one(
     if reference is not None:
         from cityseg.deploy.parity import TOLERANCES, measure_parity
 
-        log(f"parity: {fmt} against Keras on {len(reference.masks)} val images")
+        logger.info(f"parity: {fmt} against Keras on {len(reference.masks)} val images")
         parity = measure_parity(reference, exported, TOLERANCES[fmt])
     report = ExportReport(
         folder=folder,

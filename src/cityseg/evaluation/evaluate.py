@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +55,7 @@ from cityseg.runs import next_run_dir
 if TYPE_CHECKING:
     from cityseg.inference.predictor import Predictor
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "EvalReport",
@@ -162,7 +163,6 @@ def evaluate(
     batch: int = EVALUATE.batch,
     tta_flip: bool = EVALUATE.tta_flip,
     show_progress: bool = True,
-    log: Log = lambda message: None,
     scheme: str | None = None,
     loader: Callable[[], Predictor] | None = None,
 ) -> EvalReport:
@@ -191,17 +191,17 @@ def evaluate(
     elif predictions is None:
         from cityseg.inference.predictor import load_predictor
 
-        predictor = load_predictor(model, tta_flip=tta_flip, log=log)
+        predictor = load_predictor(model, tta_flip=tta_flip)
     plan = _plan(data, split, manifest, entries, scheme, predictor, predictions, write_labelids)
-    log(f"evaluating {len(entries)} {split} images of {data} ({plan.scheme})")
+    logger.info(f"evaluating {len(entries)} {split} images of {data} ({plan.scheme})")
     tally = _score(plan, batch, show_progress)
     report = _report(plan, tally, next_run_dir(project, name or plan.default_name))
     report.out_dir.mkdir(parents=True)
     atomic_write_json(report.out_dir / REPORT_NAME, report.to_dict())
     _write_per_image(report.out_dir / "per_image.csv", tally.rows, plan.classes)
     atomic_write_bytes(report.out_dir / "confusion.png", confusion_png(tally.total, plan.classes))
-    log(_summary(report, bool(plan.void)))
-    log(f"results: {report.out_dir}")
+    logger.info(_summary(report, bool(plan.void)))
+    logger.info(f"results: {report.out_dir}")
     return report
 
 

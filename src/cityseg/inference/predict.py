@@ -13,6 +13,7 @@ output is written atomically, so what was written stays whole whatever happens n
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,7 @@ from cityseg.progress import track
 if TYPE_CHECKING:
     from cityseg.inference.predictor import Predictor
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 """What a directory input contributes (case-insensitive); files and globs are taken as given."""
@@ -100,7 +101,7 @@ def output_path(output: str | Path) -> Path:
 
 
 def collect_images(
-    inputs: Sequence[Path], *, output: Path | None = None, log: Log = lambda message: None
+    inputs: Sequence[Path], *, output: Path | None = None
 ) -> list[tuple[Path, Path]]:
     """(image file, its path relative to the output folder) for every input.
 
@@ -116,7 +117,9 @@ def collect_images(
         found.extend(collect_inputs([item], keep, keep.hint))
         skipped.update(keep.skipped)
     if skipped:
-        log(f"note: folder inputs {describe_skipped(skipped)}; name files to predict them anyway")
+        logger.info(
+            f"note: folder inputs {describe_skipped(skipped)}; name files to predict them anyway"
+        )
     return found
 
 
@@ -125,14 +128,13 @@ def plan_jobs(
     output: Path,
     *,
     format: OutputFormat,
-    log: Log = lambda message: None,
 ) -> list[PredictJob]:
     """One job per input; refuses plans that would overwrite an input or write a file twice.
 
     An `-o` with an image suffix is a file whatever the inputs, never a folder named like
     one: it takes exactly one image.
     """
-    sources = collect_images(inputs, output=output, log=log)
+    sources = collect_images(inputs, output=output)
     if names_a_file(output):
         jobs = [_single_job(sources, output, format)]
     else:
@@ -321,14 +323,13 @@ def predict_paths(
     tta_flip: bool = PREDICT.tta_flip,
     batch: int = PREDICT.batch,
     show_progress: bool = True,
-    log: Log = lambda message: None,
     loader: Callable[[], Predictor] | None = None,
 ) -> PredictReport:
     """The `cityseg predict` entry point: every input image -> one output file.
 
     Inputs are resolved and checked first (missing paths raise DataError), then the
     model is loaded; images that cannot be decoded are skipped with a
-    `log("warning: ...")` and listed in `failed`, the rest are written. Strings are
+    warning (logged) and listed in `failed`, the rest are written. Strings are
     accepted so that a blank argument is refused rather than read as `.`. `loader` gives
     the predictor of a model already open (the Python API's `Model`, which keeps it
     loaded) instead of loading `model`; it is called only once the inputs are checked.
@@ -338,21 +339,21 @@ def predict_paths(
     if batch < 1:
         raise UsageError(f"--batch must be at least 1, got {batch}")
     check_alpha(alpha)
-    jobs = plan_jobs(paths, output, format=format, log=log)
+    jobs = plan_jobs(paths, output, format=format)
     mark = not names_a_file(output) and fresh_output_folder(output)
 
     from cityseg.inference.predictor import load_predictor, resolve_model
 
-    bundle_path = resolve_model(model, project, log)
-    _check_model(bundle_path, format, legend, log)
+    bundle_path = resolve_model(model, project)
+    _check_model(bundle_path, format, legend)
     if loader is not None:
         predictor = loader()
     else:
-        predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip, log=log)
+        predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip)
     if mark:
         mark_output_folder(output, bundle_path, format)
     style = _Style(format, predictor.palette, predictor.classes, alpha, legend)
-    written, failed = _run_jobs(jobs, predictor, style, batch, show_progress, log)
+    written, failed = _run_jobs(jobs, predictor, style, batch, show_progress)
     return PredictReport(written=written, failed=failed, model=bundle_path)
 
 
@@ -387,7 +388,6 @@ def _run_jobs(
     style: _Style,
     batch: int,
     show_progress: bool,
-    log: Log,
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """(written, failed): unreadable inputs are warned of and skipped, not fatal."""
     written: list[Path] = []
@@ -400,7 +400,7 @@ def _run_jobs(
             good = [item for item in decoded if item.image is not None]
             for item in decoded:
                 if item.error is not None:
-                    log(f"warning: {item.error}; skipped")
+                    logger.warning(f"warning: {item.error}; skipped")
                     failed.append((item.job.source, item.error))
             if not good:
                 continue
@@ -409,7 +409,7 @@ def _run_jobs(
     return written, failed
 
 
-def _check_model(bundle_path: Path, format: OutputFormat, legend: bool, log: Log) -> None:
+def _check_model(bundle_path: Path, format: OutputFormat, legend: bool) -> None:
     """What the card alone can refuse (or warn of), before the model is loaded."""
     _, card = read_card(bundle_path)
     if format is OutputFormat.labelids and card.get("scheme") != CATEGORIES_SCHEME:
@@ -418,4 +418,6 @@ def _check_model(bundle_path: Path, format: OutputFormat, legend: bool, log: Log
             f"{bundle_path} was trained on {card.get('scheme')!r} (use --format ids)"
         )
     if legend and format in (OutputFormat.ids, OutputFormat.labelids):
-        log(f"note: --legend is ignored for --format {format.value} (it would corrupt the ids)")
+        logger.info(
+            f"note: --legend is ignored for --format {format.value} (it would corrupt the ids)"
+        )

@@ -9,6 +9,7 @@ smoother and more accurate at edges than upsampling the class ids.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from cityseg.images import resize_image
 from cityseg.inference.bundle import CARD_NAME
 from cityseg.inference.runtimes import LoadedModel, Runtime, open_model
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def newest_bundle(project: Path = DEFAULT_PROJECT) -> Path:
@@ -37,12 +38,12 @@ def newest_bundle(project: Path = DEFAULT_PROJECT) -> Path:
     return max(candidates, key=lambda p: (p / CARD_NAME).stat().st_mtime)
 
 
-def resolve_model(model: Path | None, project: Path, log: Log) -> Path:
+def resolve_model(model: Path | None, project: Path) -> Path:
     """`model`, or the newest run's best bundle, saying so since the user did not choose it."""
     if model is not None:
         return model
     found = newest_bundle(project)
-    log(f"model: {found} (the newest run's best; choose another with --model)")
+    logger.info(f"model: {found} (the newest run's best; choose another with --model)")
     return found
 
 
@@ -169,7 +170,6 @@ def load_predictor(
     *,
     project: Path = DEFAULT_PROJECT,
     tta_flip: bool = False,
-    log: Log = lambda message: None,
 ) -> Predictor:
     """A predictor for `model` (a bundle or an export), or for the newest run's best bundle."""
-    return Predictor(open_model(resolve_model(model, project, log)), tta_flip=tta_flip)
+    return Predictor(open_model(resolve_model(model, project)), tta_flip=tta_flip)

@@ -8,6 +8,7 @@ directory that always holds a usable `best/` and a resumable `last/`.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from cityseg._tf import keras
 from cityseg.fsutil import atomic_write_json
 from cityseg.inference.bundle import save_bundle
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 
 
 def _fmt(value: Any) -> str:
@@ -39,11 +40,10 @@ def _duration(seconds: float) -> str:
 class EpochProgress(keras.callbacks.Callback):
     """One line per epoch: losses, mIoU, the best so far and the time left."""
 
-    def __init__(self, epochs: int, monitor: str, log: Log, best: float | None = None) -> None:
+    def __init__(self, epochs: int, monitor: str, best: float | None = None) -> None:
         super().__init__()
         self.epochs = epochs
         self.monitor = monitor
-        self.log = log
         self.best = best
         """Carried over from the checkpoint on resume, so "best" means the whole run's."""
         self._epoch_start = 0.0
@@ -60,7 +60,7 @@ class EpochProgress(keras.callbacks.Callback):
         if value is not None and (self.best is None or value > self.best):
             self.best = float(value)
         left = (self.epochs - epoch - 1) * float(np.mean(self._durations[-3:]))
-        self.log(
+        logger.info(
             f"epoch {epoch + 1}/{self.epochs}  loss {_fmt(logs.get('loss'))}  "
             f"mIoU {_fmt(logs.get('miou'))}  val_loss {_fmt(logs.get('val_loss'))}  "
             f"val mIoU {_fmt(logs.get('val_miou'))}  best {_fmt(self.best)}  "

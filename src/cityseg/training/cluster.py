@@ -12,17 +12,18 @@ worker listens first and gives up after a timeout with one line naming those tha
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from cityseg.config import Strategy
 from cityseg.errors import CitysegError, UsageError
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 TASK_TYPES = ("chief", "worker")
 
 
@@ -177,12 +178,12 @@ def _drain(listener: socket.socket) -> None:
         connection.close()
 
 
-def join_cluster(cluster: Cluster, timeout: float, log: Log) -> Any:
+def join_cluster(cluster: Cluster, timeout: float) -> Any:
     """A MultiWorkerMirroredStrategy whose workers have all answered one collective."""
     from cityseg._tf import tf
     from cityseg.training.distributed import sum_over_workers
 
-    log(f"cluster: {cluster.describe()}; waiting up to {timeout:g}s for every worker")
+    logger.info(f"cluster: {cluster.describe()}; waiting up to {timeout:g}s for every worker")
     wait_for_peers(cluster, timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     sum_over_workers(strategy, [1.0])  # returns once every worker has joined

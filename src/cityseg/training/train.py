@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import platform
 import time
 import warnings
@@ -32,7 +33,7 @@ from cityseg.training.cluster import Cluster, choose_strategy, join_cluster, rea
 if TYPE_CHECKING:
     from cityseg.training.callbacks import NanGuard, RunCheckpoints
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 METRICS_NAME = "metrics.csv"
 
 
@@ -99,7 +100,7 @@ def precision_policy(precision: Precision, has_gpu: bool) -> Iterator[str]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def make_strategy(kind: Strategy, cluster: Cluster | None, timeout: float, log: Log) -> Any:
+def make_strategy(kind: Strategy, cluster: Cluster | None, timeout: float) -> Any:
     """The tf.distribute strategy for `kind`, created before any TensorFlow op runs.
 
     MultiWorkerMirroredStrategy configures collective ops at TensorFlow's start-up, so it
@@ -110,7 +111,7 @@ def make_strategy(kind: Strategy, cluster: Cluster | None, timeout: float, log: 
 
     kind = choose_strategy(kind, cluster)  # refuses multiworker without TF_CONFIG
     if kind is Strategy.multiworker and cluster is not None:
-        return join_cluster(cluster, timeout, log)
+        return join_cluster(cluster, timeout)
     gpus = tf.config.list_logical_devices("GPU")
     if kind is Strategy.mirrored:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -154,7 +155,6 @@ def train(
     config: TrainConfig,
     *,
     resume: Path | None = None,
-    log: Log = print,
     callbacks: Sequence[Any] = (),
 ) -> TrainReport:
     """Train per `config`, or continue the run at `resume` with its saved config.
@@ -181,7 +181,7 @@ def train(
     models.check_size(config.arch, config.backbone, config.height, config.width)
     plan = _Plan(
         config=config,
-        strategy=make_strategy(kind, cluster, config.worker_timeout, log),
+        strategy=make_strategy(kind, cluster, config.worker_timeout),
         cluster=cluster if kind is Strategy.multiworker else None,
         classes=list(scheme_info["classes"]),
         palette=scheme_info["palette"],
@@ -191,33 +191,33 @@ def train(
         resumed=run_dir,
     )
     if not plan.has_val:
-        log("warning: the dataset has no val split; best/ follows the training mIoU")
-    return _run(plan, list(callbacks), log)
+        logger.warning("warning: the dataset has no val split; best/ follows the training mIoU")
+    return _run(plan, list(callbacks))
 
 
-def _run(plan: _Plan, extra: list[Any], log: Log) -> TrainReport:
+def _run(plan: _Plan, extra: list[Any]) -> TrainReport:
     from cityseg._tf import GPUS, keras
     from cityseg.training.callbacks import RunCheckpoints
 
     config = plan.config
     keras.utils.set_random_seed(config.seed)
-    inputs = _inputs(plan, log)
+    inputs = _inputs(plan)
     class_weights = _class_weights(plan)
     with precision_policy(config.precision, bool(GPUS)) as policy:
         kind = type(plan.strategy).__name__
         if plan.cluster is not None:  # TensorFlow's class is CollectiveAllReduceStrategy
             kind = f"MultiWorkerMirroredStrategy over {plan.cluster.size} workers"
-        log(
+        logger.info(
             f"devices: {plan.strategy.num_replicas_in_sync} replica(s) ({kind}), precision {policy}"
         )
         with plan.strategy.scope():
-            model, spec, loss_fn = _compiled_model(plan, inputs.steps, class_weights, log)
+            model, spec, loss_fn = _compiled_model(plan, inputs.steps, class_weights)
         run_dir = None
         if plan.chief:
             run_dir = _claim_run_dir(plan, class_weights)
-            log(f"run: {run_dir}")
+            logger.info(f"run: {run_dir}")
         elif plan.cluster is not None:
-            log(f"{plan.cluster.describe()}: the chief writes the run folder")
+            logger.info(f"{plan.cluster.describe()}: the chief writes the run folder")
         card = _card_maker(plan, spec, policy, run_dir)
         checkpoints = RunCheckpoints(
             run_dir,
@@ -227,9 +227,9 @@ def _run(plan: _Plan, extra: list[Any], log: Log) -> TrainReport:
             best_epoch=(plan.state or {}).get("best_epoch"),
         )
         checkpoints.completed = plan.initial_epoch
-        callbacks, nan_guard = _callbacks(plan, run_dir, checkpoints, log)
+        callbacks, nan_guard = _callbacks(plan, run_dir, checkpoints)
         if plan.initial_epoch >= config.epochs:
-            log(f"{run_dir} already finished {plan.initial_epoch} epochs; nothing to do")
+            logger.info(f"{run_dir} already finished {plan.initial_epoch} epochs; nothing to do")
         else:
             _fit(plan, model, loss_fn, inputs, [*callbacks, *extra], checkpoints, run_dir)
         if nan_guard.where is not None:
@@ -255,7 +255,7 @@ class _Inputs:
     steps: int
 
 
-def _inputs(plan: _Plan, log: Log) -> _Inputs:
+def _inputs(plan: _Plan) -> _Inputs:
     """tf.data pipelines: as `fit` takes them, or sharded per worker for the loop."""
     from cityseg.training import pipeline as data_lib
 
@@ -269,7 +269,7 @@ def _inputs(plan: _Plan, log: Log) -> _Inputs:
         seed=config.seed,
         scheme=config.scheme,
     )
-    log(data_lib.input_note(config.data, "train", data_config))
+    logger.info(data_lib.input_note(config.data, "train", data_config))
     steps = data_lib.steps_per_epoch(config.data, "train", data_config)
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
@@ -298,7 +298,7 @@ def _class_weights(plan: _Plan) -> Any:
     return losses.class_weights_from_counts(counts)
 
 
-def _compiled_model(plan: _Plan, steps: int, class_weights: Any, log: Log) -> tuple[Any, Any, Any]:
+def _compiled_model(plan: _Plan, steps: int, class_weights: Any) -> tuple[Any, Any, Any]:
     """(model, its spec, the loss) with weights and optimizer state restored on resume.
 
     The multi-worker loop computes its own exact scores, so its model is compiled for the
@@ -344,7 +344,7 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any, log: Log) -> tu
     )
     if plan.resumed is not None:
         restore_optimizer(model.optimizer, last / OPTIMIZER_STATE, model.trainable_variables)
-        log(f"resuming at epoch {plan.initial_epoch + 1}/{config.epochs}")
+        logger.info(f"resuming at epoch {plan.initial_epoch + 1}/{config.epochs}")
     else:
         # Slots made now, not inside the first traced step: a tf.function that creates
         # variables is traced twice (~17 s of a small CPU run); they start at zero anyway.
@@ -405,7 +405,7 @@ def _card_maker(
 
 
 def _callbacks(
-    plan: _Plan, run_dir: Path | None, checkpoints: RunCheckpoints, log: Log
+    plan: _Plan, run_dir: Path | None, checkpoints: RunCheckpoints
 ) -> tuple[list[Any], NanGuard]:
     """Every worker runs the callbacks that steer training (so all stop and change the
     learning rate together); only the chief runs those that write files."""
@@ -427,7 +427,7 @@ def _callbacks(
         ]
     else:
         steering.append(checkpoints)  # tracks the best epoch, writes nothing
-    progress = EpochProgress(config.epochs, plan.monitor, log, best=(plan.state or {}).get("best"))
+    progress = EpochProgress(config.epochs, plan.monitor, best=(plan.state or {}).get("best"))
     steering_after: list[Any] = [progress]
     if config.schedule.value == "plateau":
         steering_after.append(

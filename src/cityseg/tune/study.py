@@ -205,8 +205,12 @@ def count_trials(study: optuna.Study) -> TrialCounts:
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
+    from optuna.exceptions import ExperimentalWarning
+
     trials = study.get_trials(deepcopy=False)
-    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)  # stable since Optuna 2.8
+        retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in trials}
     retried |= {t.user_attrs.get("retry_of") for t in trials}
 
     def number_in(state: TrialState) -> int:

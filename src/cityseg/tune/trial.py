@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cityseg.config import TrainConfig
 from cityseg.errors import CitysegError
 from cityseg.fsutil import atomic_write_json
+from cityseg.logs import only_messages_from
 from cityseg.training.train import TrainingInterrupted
 from cityseg.tune.space import SearchSpace, Value, apply_to
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     import optuna
 
 logger = logging.getLogger(__name__)
+TUNE_LOGGER = "cityseg.tune"
+"""The study's own messages; the training and scoring inside a trial say only warnings."""
 
 TRIAL_RECORD = "trial.json"
 TRIAL_PREFIX = "trial-"
@@ -128,7 +131,8 @@ def _train_and_score(
         best_so_far=best_so_far,
     )
     started = time.monotonic()
-    run = train(config, callbacks=[reporter], verbose=False)
+    with only_messages_from(TUNE_LOGGER):
+        run = train(config, callbacks=[reporter], verbose=False)
     seconds = round(time.monotonic() - started, 1)
     score = run.metrics.best_score
     if reporter.pruned_at is not None:
@@ -140,7 +144,8 @@ def _train_and_score(
     if "latency" in plan.objectives:
         values["latency"] = latency_ms(run.path / "best", plan.latency_runs)
         trial.set_user_attr("latency_ms", values["latency"])
-    _evaluate_val(run)
+    with only_messages_from(TUNE_LOGGER):
+        _evaluate_val(run)
     write_record(run.path, state="complete", values=values, train_seconds=seconds)
     logger.info(
         f"trial {trial.number + 1} done: {run.metrics.monitor} {score:.4f}"

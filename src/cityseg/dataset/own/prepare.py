@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from cityseg.errors import DataError, UsageError
 from cityseg.fsutil import atomic_write_json, remove_stale_parts
 from cityseg.progress import run_parallel
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
 PLAN_STAMP = ".cityseg-plan.json"
 STAGING = ".cityseg-staging"
 
@@ -57,14 +58,13 @@ def prepare_own(
     sizes: Sequence[tuple[int, int]] = (),
     workers: int | None = None,
     show_progress: bool = True,
-    log: Log = lambda message: None,
 ) -> PrepareReport:
     """Prepare `output` from the annotated images under `source` (docs/datasets.md)."""
     options.check()
     if not source.exists():
         raise DataError(f"{source} does not exist")
     found, table, index = read_source(source, output, options)
-    _report_reading(found, table, index, options, log)
+    _report_reading(found, table, index, options)
     keys = dataset_keys(sample.name for sample in found.samples)
     planned = _plan(source, found, table, keys, options)
     previous = manifest.existing_manifest(output)
@@ -84,7 +84,7 @@ def prepare_own(
     resume = _claim(root, planned)
     jobs = [_job(root, s, keys[s.name]) for s in found.samples]
     stats = _write(jobs, table, resume, workers, show_progress)
-    _report_writing(stats, log)
+    _report_writing(stats)
     if root != output:
         (output / manifest.MANIFEST_NAME).unlink(missing_ok=True)
         _finish_swap(root, output)
@@ -114,40 +114,40 @@ def _same_files(previous: dict[str, Any] | None, planned: dict[str, Any]) -> boo
 
 
 def _report_reading(
-    found: Collected, table: ClassTable, index: ImageIndex, options: OwnDataOptions, log: Log
+    found: Collected, table: ClassTable, index: ImageIndex, options: OwnDataOptions
 ) -> None:
     if not found.samples:
         raise DataError("no annotated image was found; check SOURCE and --annotations")
     named = ", ".join(f"{i} {name}" for i, name in enumerate(table.names))
-    log(
+    logger.info(
         f"classes ({table.origin}): {named}"
         + (f"; ignored: {table.ignore}" if table.ignore else "")
     )
     if found.missing:
-        log(
+        logger.warning(
             f"warning: {len(found.missing)} annotated image(s) not found under {index.root}, "
             f"skipped (e.g. {found.missing[0]})"
         )
     used = {sample.image for sample in found.samples}
     unannotated = [p for p in index.paths if p not in used]
     if unannotated:
-        log(
+        logger.warning(
             f"warning: {len(unannotated)} image(s) without annotations skipped "
             f"(e.g. {index.relative(unannotated[0])})"
         )
     for why, count in sorted(found.skipped.items()):
-        log(f"warning: skipped {count} {why} region(s): they have no area")
+        logger.warning(f"warning: skipped {count} {why} region(s): they have no area")
 
 
-def _report_writing(stats: list[RasterStats], log: Log) -> None:
+def _report_writing(stats: list[RasterStats]) -> None:
     clipped = sum(s.clipped for s in stats)
     degenerate = sum(s.degenerate for s in stats)
     example = next((s.first_degenerate for s in stats if s.first_degenerate), None)
     if degenerate:
         where = f" (e.g. {example})" if example else ""
-        log(f"warning: skipped {degenerate} region(s) with fewer than 3 points{where}")
+        logger.warning(f"warning: skipped {degenerate} region(s) with fewer than 3 points{where}")
     if clipped:
-        log(f"note: {clipped} region(s) reached outside their image and were clipped to it")
+        logger.info(f"note: {clipped} region(s) reached outside their image and were clipped to it")
 
 
 def _job(root: Path, sample: Sample, key: str) -> _Job:
