@@ -65,6 +65,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import logging
 import math
 import os
 import platform
@@ -114,17 +115,19 @@ class Settings:
 
 TINY = Settings(
     backbone="resnet18",
-    train_size=(64, 128),
-    batch=2,
+    train_size=(32, 64),
+    batch=1,
     steps=2,
     warmup=1,
     predict_size=(64, 128),
     predict_batch=(1,),
     runs=3,
 )
-"""A smoke test of every code path on a CPU in under a minute. ResNet18, not EfficientNetB0:
-the paths are the same, and on 2 cores under mixed_float16 (a CPU runs float16
-convolutions on slow fallback kernels) EfficientNetB0 took about 2.5 minutes here;
+"""A smoke test of every code path on a CPU in about a minute. Small because a CPU trains
+under mixed_float16 on slow fallback kernels: one 64-channel convolution's backward pass
+at 64x128 took 5.6 s on a 2-core Sapphire Rapids (AVX512-FP16 or not, TensorFlow's CPU
+build has no fast float16 gradient), so training at 64x128 batch 2 took 3 minutes an
+epoch, and 13 s at 32x64 batch 1. ResNet18, not EfficientNetB0, for the same reason;
 `--tiny --backbone efficientnetb0` runs it anyway."""
 
 
@@ -350,21 +353,42 @@ def train_once(
     config = train_config(data, work, settings, replicas, mirrored, xla)
     record = StepRecord()
     lines: list[tuple[float, str]] = []
-
-    def log(message: str) -> None:
-        lines.append((time.perf_counter(), message))
-        progress(f"  {config.name}: {message}")
-
     reset_peak(tf, GPUS)
     started = time.perf_counter()
     try:
-        with timing_hook(record) as hook, forced_xla(xla):
-            run = train(config, log=log, **hook)
+        with timing_hook(record) as hook, forced_xla(xla), timed_messages(lines, config.name):
+            run = train(config, **hook)
     finally:
         section.update(policy=record.model, log=[message for _, message in lines], xla=xla)
         section["train_seconds"] = round(time.perf_counter() - started, 1)
     section.update(summarise(record, lines, run.run_dir, config, settings.warmup))
     section["peak_bytes"] = peak_bytes(tf, GPUS)
+
+
+class _TimedLines(logging.Handler):
+    def __init__(self, lines: list[tuple[float, str]], name: str) -> None:
+        super().__init__(logging.INFO)
+        self.lines, self.name = lines, name
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        self.lines.append((time.perf_counter(), message))
+        progress(f"  {self.name}: {message}")
+
+
+@contextlib.contextmanager
+def timed_messages(lines: list[tuple[float, str]], name: str) -> Iterator[None]:
+    """train()'s messages (the "cityseg" logger) into `lines` with the time each came,
+    which `summarise` reads, and printed as progress."""
+    logger = logging.getLogger("cityseg")
+    handler, level = _TimedLines(lines, name), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -726,7 +750,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default_out = Path(__file__).with_name("gpu.json")
     parser.add_argument("--out", default=str(default_out), help="JSON report; '-' for stdout")
-    parser.add_argument("--tiny", action="store_true", help="CPU smoke test (FPN-ResNet18, 64x128)")
+    parser.add_argument("--tiny", action="store_true", help="CPU smoke test (FPN-ResNet18, 32x64)")
     parser.add_argument("--allow-cpu", action="store_true", help="run the full sizes on a CPU")
     parser.add_argument("--work", type=Path, help="folder for data and runs (default: temp)")
     parser.add_argument("--arch")

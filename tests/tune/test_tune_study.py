@@ -20,18 +20,7 @@ import optuna
 import pytest
 from postgres_server import postgres_server
 
-from cityseg.dataset.prepare import prepare_dataset
-from cityseg.dataset.synthetic import SyntheticSpec, write_raw_dataset
-
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("tune-data")
-    raw = write_raw_dataset(root / "raw", SyntheticSpec(height=32, width=64, images_per_city=1))
-    prepare_dataset(raw.root, root / "ds", verify=False, show_progress=False, val_ratio=0.3)
-    return root / "ds"
 
 
 def tune_command(data: Path, project: Path, trials: int, *extra: str) -> list[str]:
@@ -62,13 +51,16 @@ def wait_for(path: Path, process: subprocess.Popen[str], log: Path, seconds: flo
 
 @pytest.fixture(scope="module")
 def resumed_study(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 3-trial study killed (SIGKILL) in its second trial, then resumed to the end."""
+    """A 3-trial study killed (SIGKILL) in its second trial, then resumed to the end.
+
+    Without pruning: which trial the median pruner stops depends on the scores, and this
+    test counts complete trials (pruning has its own test, test_trial.py)."""
     root = tmp_path_factory.mktemp("tune")
     project = root / "runs" / "tune"
     log = root / "first.stderr"
     with log.open("w") as stderr:
         first = subprocess.Popen(
-            tune_command(tiny_data, project, 3), cwd=root, text=True,
+            tune_command(tiny_data, project, 3, "--no-prune"), cwd=root, text=True,
             stdout=subprocess.DEVNULL, stderr=stderr,
         )  # fmt: skip
     wait_for(project / "s" / "trial-1" / "config.json", first, log)
@@ -76,7 +68,11 @@ def resumed_study(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     first.wait(timeout=60)
     finished = (project / "s" / "trial-0" / "metrics.csv").read_bytes()
     second = subprocess.run(
-        tune_command(tiny_data, project, 3), cwd=root, capture_output=True, text=True, timeout=900
+        tune_command(tiny_data, project, 3, "--no-prune"),
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert second.returncode == 0, second.stderr
     assert "trial 1 failed" not in second.stderr
