@@ -21,14 +21,17 @@ if TYPE_CHECKING:
         Run,
         RunMetrics,
         benchmark,
+        compare,
         demo,
         evaluate_predictions,
         predict_files,
         prepare,
         remap,
         train,
+        tune,
     )
-    from cityseg.config import TrainConfig
+    from cityseg.comparison import Comparison
+    from cityseg.config import TrainConfig, TuneConfig
     from cityseg.dataset.prepare import PrepareReport
     from cityseg.dataset.remap import RemapReport
     from cityseg.deploy.benchmark import BenchmarkReport
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from cityseg.errors import CitysegError
     from cityseg.evaluation.report import EvalReport
     from cityseg.inference.predict import PredictReport
+    from cityseg.tuning.study import TuneReport
 
 _LAZY = {
     "Model": "cityseg.api",
@@ -49,7 +53,12 @@ _LAZY = {
     "evaluate_predictions": "cityseg.api",
     "benchmark": "cityseg.api",
     "demo": "cityseg.api",
+    "tune": "cityseg.api",
+    "compare": "cityseg.api",
     "TrainConfig": "cityseg.config",
+    "TuneConfig": "cityseg.config",
+    "TuneReport": "cityseg.tuning.study",
+    "Comparison": "cityseg.comparison",
     "CitysegError": "cityseg.errors",
     "PrepareReport": "cityseg.dataset.prepare",
     "RemapReport": "cityseg.dataset.remap",
@@ -64,6 +73,7 @@ _SUBMODULES = ("serve",)
 __all__ = [
     "BenchmarkReport",
     "CitysegError",
+    "Comparison",
     "EpochMetrics",
     "EvalReport",
     "ExportReport",
@@ -74,8 +84,11 @@ __all__ = [
     "Run",
     "RunMetrics",
     "TrainConfig",
+    "TuneConfig",
+    "TuneReport",
     "__version__",
     "benchmark",
+    "compare",
     "demo",
     "evaluate_predictions",
     "predict_files",
@@ -83,6 +96,7 @@ __all__ = [
     "remap",
     "serve",
     "train",
+    "tune",
 ]
 
 

@@ -261,6 +261,22 @@ def test_one_city_trains_to_the_end_without_val(
     assert card["training"]["best_epoch"] == best_epoch
     assert card["training"]["best_miou"] == pytest.approx(float(rows[best_epoch - 1]["miou"]))
     assert (run_dir / "curves.png").stat().st_size > 0
+    assert all(float(row["seconds"]) > 0 for row in rows)
+
+    from cityseg.comparison import compare_runs
+
+    (compared,) = compare_runs([run_dir]).rows  # a plain run's training time, as a trial's
+    assert compared.train_seconds == pytest.approx(sum(float(r["seconds"]) for r in rows), 0.01)
+
+
+def test_a_run_resumed_from_before_the_seconds_column_keeps_its_table(tmp_path: Path) -> None:
+    from cityseg.training.callbacks import csv_lacks_column
+
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    old.write_text("epoch,loss,miou\n0,1.5,0.2\n")
+    new.write_text("epoch,loss,miou,seconds\n0,1.5,0.2,3.1\n")
+    assert csv_lacks_column(old, "seconds") and not csv_lacks_column(new, "seconds")
+    assert not csv_lacks_column(tmp_path / "missing.csv", "seconds")
 
 
 def test_curves_leave_out_columns_an_epoch_did_not_log(tmp_path: Path) -> None:

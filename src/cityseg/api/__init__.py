@@ -13,6 +13,8 @@
     model.export(["tflite-int8", "onnx"])          # cityseg export -f tflite-int8 -f onnx
     cityseg.benchmark([model, "other/best"])       # cityseg benchmark --model ... --model ...
     cityseg.demo("cityseg-demo")                   # cityseg demo
+    cityseg.tune(space={"lr": {"low": 1e-4, "high": 1e-2, "log": True}}, trials=20)
+    cityseg.compare(["runs/tune/study"])           # cityseg compare runs/tune/study
 
 Each call goes through the library function its command calls, and every command is
 one call into this API, so the two never disagree; results are typed reports
@@ -29,6 +31,7 @@ from cityseg.api.files import evaluate_predictions, predict_files
 from cityseg.api.model import Model
 from cityseg.api.pipeline import demo
 from cityseg.api.run import EpochMetrics, Run, RunMetrics, WorkerProcessError, train
+from cityseg.api.study import compare, search_space, tune
 
 __all__ = [
     "EpochMetrics",
@@ -37,10 +40,13 @@ __all__ = [
     "RunMetrics",
     "WorkerProcessError",
     "benchmark",
+    "compare",
     "demo",
     "evaluate_predictions",
     "predict_files",
     "prepare",
     "remap",
+    "search_space",
     "train",
+    "tune",
 ]

@@ -1,6 +1,6 @@
 """`cityseg.tune` and `cityseg.compare`: a search over training settings, and its table.
 
-`tune` takes the search space as a `cityseg.tune.space.SearchSpace`, as the mapping a
+`tune` takes the search space as a `cityseg.tuning.space.SearchSpace`, as the mapping a
 `--space` file holds (`{"arch": ["fpn", "unet"], "lr": {"low": 1e-4, "high": 1e-2,
 "log": True}}`) or as that file's path; every other training setting comes from
 `config` and `overrides`, as for `cityseg.train`.
@@ -18,9 +18,9 @@ from cityseg.config import TrainConfig, TuneConfig
 from cityseg.logs import api_messages
 
 if TYPE_CHECKING:
-    from cityseg.compare import Comparison
-    from cityseg.tune.space import SearchSpace
-    from cityseg.tune.study import TuneReport
+    from cityseg.comparison import Comparison
+    from cityseg.tuning.space import SearchSpace
+    from cityseg.tuning.study import TuneReport
 
 TUNE = TuneConfig()
 
@@ -45,7 +45,7 @@ def tune(
     is, its trial counts, and its best trial (or Pareto front, for `miou,latency`).
     `verbose=False` keeps only the warnings of its progress lines."""
     from cityseg.api.run import with_overrides
-    from cityseg.tune.study import tune as run_study
+    from cityseg.tuning.study import tune as run_study
 
     base = with_overrides(config or TrainConfig(), overrides)
     settings = TuneConfig(
@@ -65,7 +65,7 @@ def tune(
 
 def search_space(space: SearchSpace | Mapping[str, Any] | PathLike) -> SearchSpace:
     """A space given as a `SearchSpace`, a file-form mapping, or a YAML/JSON file."""
-    from cityseg.tune.space import SearchSpace, merge_spaces, space_from_file
+    from cityseg.tuning.space import SearchSpace, merge_spaces, space_from_file
 
     if isinstance(space, SearchSpace):
         return space
@@ -86,8 +86,8 @@ def compare(
 ) -> Comparison:
     """The comparison `cityseg compare` prints, as rows (`.rows`) you can read, and
     `.render("md")` for the Markdown table; `plot` also writes compare.png there."""
-    from cityseg.compare import compare_runs
-    from cityseg.compare.plot import write_plot
+    from cityseg.comparison import compare_runs
+    from cityseg.comparison.plot import write_plot
 
     paths = [Path(runs)] if isinstance(runs, (str, os.PathLike)) else [Path(r) for r in runs]
     with api_messages(verbose):

@@ -2,7 +2,7 @@
 
 Every searchable training option takes a choice list (`--arch fpn,unet`), a range
 (`--lr 1e-4:1e-2:log`) or one value, so these are strings here and the search space
-parses them (`cityseg.tune.space`); the settings held fixed are train's own options.
+parses them (`cityseg.tuning.space`); the settings held fixed are train's own options.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from cityseg.cli.options import Command, Size, note, out, size_option
 from cityseg.config import TrainConfig, TuneConfig
 
 if TYPE_CHECKING:
-    from cityseg.compare import Comparison
+    from cityseg.comparison import Comparison
 
 app = typer.Typer()
 
@@ -78,7 +78,7 @@ def tune(
 ) -> None:
     """Search training settings with Optuna; each trial is a run in runs/tune/<study>/."""
     from cityseg.api.study import tune as run_study
-    from cityseg.tune.space import merge_spaces, space_from_file, space_from_options
+    from cityseg.tuning.space import merge_spaces, space_from_file, space_from_options
 
     searched = {
         "arch": arch, "backbone": backbone, "weights": weights, "loss": loss, "aug": aug,
@@ -128,7 +128,7 @@ def compare(
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Draw no chart.")] = False,
 ) -> None:
     """Compare runs in one table: settings, cost, val and test scores, and why a run has none."""
-    from cityseg.compare.plot import write_plot
+    from cityseg.comparison.plot import write_plot
 
     comparison = _comparison(list(runs or []), sort, latency=latency, latency_runs=latency_runs)
     _print_comparison(comparison, format.value)
@@ -145,7 +145,7 @@ def compare(
 def _comparison(
     runs: list[Path], sort: str, *, latency: bool = False, latency_runs: int = 10
 ) -> Comparison:
-    from cityseg.compare import compare_runs
+    from cityseg.comparison import compare_runs
 
     return compare_runs(runs, sort=sort, latency=latency, latency_runs=latency_runs)
 

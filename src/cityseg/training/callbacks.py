@@ -22,6 +22,7 @@ from cityseg.fsutil import atomic_write_json
 from cityseg.inference.bundle import save_bundle
 
 logger = logging.getLogger(__name__)
+SECONDS_COLUMN = "seconds"
 
 
 def _fmt(value: Any) -> str:
@@ -35,6 +36,35 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class EpochSeconds(keras.callbacks.Callback):
+    """Adds each epoch's wall time (`seconds`, val included) to the epoch's logs.
+
+    It runs before CSVLogger, so metrics.csv has a `seconds` column and `cityseg compare`
+    can show any run's training time, not only a study's trials.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs[SECONDS_COLUMN] = round(time.monotonic() - self._started, 2)
+
+
+def csv_lacks_column(csv_path: Path, name: str) -> bool:
+    """A metrics.csv (of a run being resumed) whose header has no `name` column: rows
+    with one more value than its header would no longer read as a table."""
+    if not csv_path.is_file():
+        return False
+    with csv_path.open(newline="") as handle:
+        header = next(csv.reader(handle), [])
+    return bool(header) and name not in header
 
 
 class EpochProgress(keras.callbacks.Callback):

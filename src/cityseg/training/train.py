@@ -410,13 +410,22 @@ def _callbacks(
     """Every worker runs the callbacks that steer training (so all stop and change the
     learning rate together); only the chief runs those that write files."""
     from cityseg._tf import keras
-    from cityseg.training.callbacks import Curves, EpochProgress, NanGuard
+    from cityseg.training.callbacks import (
+        SECONDS_COLUMN,
+        Curves,
+        EpochProgress,
+        EpochSeconds,
+        NanGuard,
+        csv_lacks_column,
+    )
 
     config = plan.config
     nan_guard = NanGuard()
     steering: list[Any] = [nan_guard]
     writing: list[Any] = []
     if run_dir is not None:
+        if not csv_lacks_column(run_dir / METRICS_NAME, SECONDS_COLUMN):
+            steering.insert(0, EpochSeconds())  # a run from before the column goes without
         writing = [
             keras.callbacks.CSVLogger(str(run_dir / METRICS_NAME), append=plan.state is not None),
             checkpoints,

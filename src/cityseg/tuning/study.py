@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from cityseg.config import TrainConfig, TuneConfig
 from cityseg.errors import CitysegError, UsageError
-from cityseg.tune.best import BestTrial, best_trials, write_best
-from cityseg.tune.space import SearchSpace, apply_to
-from cityseg.tune.storage import StudyPlace, check_identity, open_storage, study_place
-from cityseg.tune.trial import DIRECTIONS, OBJECTIVES, TRIAL_PREFIX, TrialPlan, make_objective
+from cityseg.tuning.best import BestTrial, best_trials, write_best
+from cityseg.tuning.space import SearchSpace, apply_to
+from cityseg.tuning.storage import StudyPlace, check_identity, open_storage, study_place
+from cityseg.tuning.trial import DIRECTIONS, OBJECTIVES, TRIAL_PREFIX, TrialPlan, make_objective
 
 if TYPE_CHECKING:
     import optuna
@@ -202,10 +202,9 @@ def _run_trials(study: optuna.Study, plan: TrialPlan, settings: TuneConfig) -> N
 
 
 def count_trials(study: optuna.Study) -> TrialCounts:
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
-
-    from optuna.exceptions import ExperimentalWarning
 
     trials = study.get_trials(deepcopy=False)
     with warnings.catch_warnings():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cityseg._tf import keras
-from cityseg.tune.trial import write_record
+from cityseg.tuning.trial import write_record
 
 if TYPE_CHECKING:
     import optuna

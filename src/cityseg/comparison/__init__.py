@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cityseg.compare.rows import RunRow
-from cityseg.compare.table import DEFAULT_SORT, Column
+from cityseg.comparison.rows import RunRow
+from cityseg.comparison.table import DEFAULT_SORT, Column
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Comparison:
 
     def render(self, format: str) -> str:
         """`table` (aligned text), `csv`, `md` or `json`."""
-        from cityseg.compare import table
+        from cityseg.comparison import table
 
         writers = {
             "table": table.to_text,
@@ -47,11 +47,11 @@ def compare_runs(
     """Rows for the runs under `paths` (default: runs/train and runs/tune), sorted best
     first on `sort`. Evaluations are looked for inside the runs and under
     `evaluations` (default: where `cityseg evaluate` writes)."""
-    from cityseg.compare.collect import collect_runs, display_name
-    from cityseg.compare.cost import fill_costs, fill_latency
-    from cityseg.compare.rows import find_evaluations, read_row
-    from cityseg.compare.studies import trial_fates
-    from cityseg.compare.table import COLUMNS, class_columns, sort_rows
+    from cityseg.comparison.collect import collect_runs, display_name
+    from cityseg.comparison.cost import fill_costs, fill_latency
+    from cityseg.comparison.rows import find_evaluations, read_row
+    from cityseg.comparison.studies import trial_fates
+    from cityseg.comparison.table import COLUMNS, class_columns, sort_rows
     from cityseg.config import EvaluateConfig
 
     trial_fates.cache_clear()  # studies change between calls (a resumed study)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cityseg.compare.rows import RunRow
+from cityseg.comparison.rows import RunRow
 from cityseg.errors import UsageError
 
 

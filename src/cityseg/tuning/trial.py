@@ -23,13 +23,13 @@ from cityseg.errors import CitysegError
 from cityseg.fsutil import atomic_write_json
 from cityseg.logs import only_messages_from
 from cityseg.training.train import TrainingInterrupted
-from cityseg.tune.space import SearchSpace, Value, apply_to
+from cityseg.tuning.space import SearchSpace, Value, apply_to
 
 if TYPE_CHECKING:
     import optuna
 
 logger = logging.getLogger(__name__)
-TUNE_LOGGER = "cityseg.tune"
+TUNE_LOGGER = "cityseg.tuning"
 """The study's own messages; the training and scoring inside a trial say only warnings."""
 
 TRIAL_RECORD = "trial.json"
@@ -120,8 +120,8 @@ def _train_and_score(
     import optuna
 
     from cityseg.api.run import train
-    from cityseg.compare.cost import latency_ms
-    from cityseg.tune.reporter import TrialReporter
+    from cityseg.comparison.cost import latency_ms
+    from cityseg.tuning.reporter import TrialReporter
 
     reporter = TrialReporter(
         trial,

@@ -11,8 +11,8 @@ import optuna
 import pytest
 
 from cityseg.config import TrainConfig
-from cityseg.tune.space import space_from_options
-from cityseg.tune.trial import TRIAL_RECORD, TrialPlan, make_objective
+from cityseg.tuning.space import space_from_options
+from cityseg.tuning.trial import TRIAL_RECORD, TrialPlan, make_objective
 
 pytestmark = pytest.mark.slow
 
@@ -60,9 +60,9 @@ def test_without_pruning_the_same_trial_runs_every_epoch(tiny_data: Path, tmp_pa
 
 
 def test_miou_and_latency_give_a_pareto_front(tiny_data: Path, tmp_path: Path) -> None:
-    from cityseg.api.study import tune
+    import cityseg
 
-    report = tune(
+    report = cityseg.tune(
         space={"base_filters": [4, 16]}, objective="miou,latency", trials=2, study="p",
         project=tmp_path, data=tiny_data, epochs=1, batch=4, patience=0, verbose=False,
         **{name: value for name, value in TINY.items() if name != "base_filters"},

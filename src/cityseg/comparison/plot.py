@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cityseg.compare.rows import RunRow
+from cityseg.comparison.rows import RunRow
 from cityseg.fsutil import atomic_write_bytes
 
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 from cityseg.config import TrainConfig
 from cityseg.fsutil import atomic_write_json
-from cityseg.tune.space import apply_to
-from cityseg.tune.storage import StudyPlace, redacted
+from cityseg.tuning.space import apply_to
+from cityseg.tuning.storage import StudyPlace, redacted
 
 if TYPE_CHECKING:
     import optuna
@@ -72,7 +72,7 @@ def best_trials(study: optuna.Study, objectives: tuple[str, ...]) -> list[BestTr
 def write_best(
     study: optuna.Study, place: StudyPlace, base: TrainConfig, objectives: tuple[str, ...]
 ) -> Path:
-    from cityseg.tune.study import count_trials
+    from cityseg.tuning.study import count_trials
 
     counts = count_trials(study)
     record = {

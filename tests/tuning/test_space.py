@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from cityseg.errors import DataError, UsageError
-from cityseg.tune.space import (
+from cityseg.tuning.space import (
     Choice,
     Range,
     merge_spaces,

@@ -17,7 +17,7 @@ from typing import Any
 from cityseg.api.run import Run
 from cityseg.inference.bundle import CARD_NAME
 from cityseg.runs import CONFIG_NAME
-from cityseg.tune.trial import TRIAL_RECORD
+from cityseg.tuning.trial import TRIAL_RECORD
 
 METRICS_NAME = "metrics.csv"
 
@@ -162,7 +162,7 @@ def _fill_trial(row: RunRow, trial: dict[str, Any] | None) -> None:
 
 
 def _study_fate(path: Path, trial: dict[str, Any]) -> tuple[str, str | None] | None:
-    from cityseg.compare.studies import trial_fates
+    from cityseg.comparison.studies import trial_fates
 
     number = trial.get("number")
     return trial_fates(path.parent).get(number) if isinstance(number, int) else None

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cityseg.compare.rows import RunRow
+from cityseg.comparison.rows import RunRow
 from cityseg.fsutil import atomic_write_json
 from cityseg.inference.bundle import CARD_NAME
 

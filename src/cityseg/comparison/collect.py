@@ -14,7 +14,7 @@ from pathlib import Path
 from cityseg.config import DEFAULT_PROJECT, DEFAULT_TUNE_PROJECT
 from cityseg.errors import UsageError
 from cityseg.runs import CONFIG_NAME
-from cityseg.tune.trial import TRIAL_PREFIX, TRIAL_RECORD
+from cityseg.tuning.trial import TRIAL_PREFIX, TRIAL_RECORD
 
 RUN_MARKERS = (CONFIG_NAME, "metrics.csv", "best", "last", TRIAL_RECORD)
 NOT_RUNS = ("tensorboard", "evaluate", "export")

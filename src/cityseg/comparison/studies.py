@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cityseg.tune.storage import STUDY_DB
+from cityseg.tuning.storage import STUDY_DB
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
