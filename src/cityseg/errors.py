@@ -34,3 +34,10 @@ class UnknownLabelError(DataError):
 
 class DiskFullError(CitysegError):
     """The output device ran out of space; what was written so far is kept."""
+
+
+def first_line(exc: BaseException) -> str:
+    """A library's exception as the one line our messages quote (its type when empty):
+    some (PyYAML, SQLAlchemy, TensorFlow) carry pages of context after the first line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

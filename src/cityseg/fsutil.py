@@ -51,6 +51,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
         handle.write(text)
 
 
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is missing, unreadable, not JSON or not an
+    object: for the records (trial.json, cost.json, cards) a reader may find torn or
+    hand-edited, and then treats as absent."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def disk_error(exc: OSError, path: Path) -> CitysegError:
     """Translate the OS errors a user can fix into one-line errors."""
     if exc.errno == errno.ENOSPC:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from cityseg.comparison.rows import RunRow
-from cityseg.fsutil import atomic_write_json
+from cityseg.errors import first_line
+from cityseg.fsutil import atomic_write_json, read_json_object
 from cityseg.inference.bundle import CARD_NAME
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ def fill_costs(rows: list[RunRow]) -> None:
         try:
             row.params, row.gflops = _cost(row.path, model)
         except Exception as exc:  # a broken bundle is a row with a reason, not a crash
-            row.reason = row.reason or f"best/ does not load: {_first_line(exc)}"
+            row.reason = row.reason or f"best/ does not load: {first_line(exc)}"
 
 
 def latency_ms(model: Path, runs: int) -> float:
@@ -54,7 +55,7 @@ def fill_latency(rows: list[RunRow], runs: int) -> None:
         try:
             row.latency_ms = latency_ms(model, runs)
         except Exception as exc:
-            row.reason = row.reason or f"best/ does not run: {_first_line(exc)}"
+            row.reason = row.reason or f"best/ does not run: {first_line(exc)}"
             continue
         logger.info(f"timed {row.name}: {row.latency_ms:.1f} ms")
 
@@ -63,7 +64,7 @@ def _cost(run: Path, model: Path) -> tuple[int, float]:
     card = json.loads((model / CARD_NAME).read_text())
     sha = str((card.get("weights") or {}).get("sha256", ""))
     cache = run / COST_NAME
-    cached = _read(cache)
+    cached = read_json_object(cache) or {}
     if sha and cached.get("sha256") == sha and _numbers(cached, "gflops", "params"):
         return int(cached["params"]), float(cached["gflops"])
     from cityseg.deploy.benchmark import describe_compute
@@ -77,16 +78,3 @@ def _cost(run: Path, model: Path) -> tuple[int, float]:
 
 def _numbers(record: dict[str, Any], *names: str) -> bool:
     return all(isinstance(record.get(name), (int, float)) for name in names)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

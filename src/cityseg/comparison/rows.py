@@ -9,12 +9,12 @@ its files deleted half-way is seen rather than silently missing from the table.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cityseg.api.run import Run
+from cityseg.fsutil import read_json_object
 from cityseg.inference.bundle import CARD_NAME
 from cityseg.runs import CONFIG_NAME
 from cityseg.tuning.trial import TRIAL_RECORD
@@ -65,8 +65,8 @@ class RunRow:
 def read_row(path: Path, name: str, evaluations: dict[Path, Evaluations]) -> RunRow:
     """The row of one run folder (see the module)."""
     row = RunRow(name=name, path=path, status="complete")
-    trial = _json(path / TRIAL_RECORD)
-    config = _json(path / CONFIG_NAME)
+    trial = read_json_object(path / TRIAL_RECORD)
+    config = read_json_object(path / CONFIG_NAME)
     if config is None:
         return _without_config(row, trial)
     _fill_config(row, config)
@@ -124,7 +124,7 @@ def _fill_card(row: RunRow) -> None:
     if model is None:
         _mark(row, "incomplete", "no best/ model: it was deleted, or no epoch was saved")
         return
-    if _json(model / CARD_NAME) is None:
+    if read_json_object(model / CARD_NAME) is None:
         _mark(row, "incomplete", "best/ has no readable card: its files were damaged")
 
 
@@ -183,7 +183,7 @@ def find_evaluations(folders: list[Path]) -> dict[Path, Evaluations]:
         (p for folder in folders for p in folder.glob("**/metrics.json")),
         key=lambda p: p.stat().st_mtime,
     ):
-        record = _json(report)
+        record = read_json_object(report)
         source = (record or {}).get("source") or {}
         if record is None or source.get("kind") != "model" or "split" not in record:
             continue
@@ -204,11 +204,3 @@ def _run_of_model(model: Path, report: Path) -> Path | None:
 
 def _key(path: Path) -> Path:
     return path.resolve()
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None

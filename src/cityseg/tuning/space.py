@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cityseg.config import TrainConfig
-from cityseg.errors import DataError, UsageError
+from cityseg.errors import DataError, UsageError, first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -131,7 +131,7 @@ def space_from_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise DataError(f"cannot read --space {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
-        raise DataError(f"--space {path} is not YAML or JSON: {_first_line(exc)}") from exc
+        raise DataError(f"--space {path} is not YAML or JSON: {first_line(exc)}") from exc
     if not isinstance(loaded, dict):
         raise DataError(f"--space {path} must map setting names to values, e.g. 'arch: [fpn]'")
     return loaded
@@ -273,10 +273,6 @@ def _scalar(text: str) -> Value:
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def space_json(space: SearchSpace) -> str:

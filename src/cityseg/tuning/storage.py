@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cityseg.errors import DataError, UsageError
+from cityseg.errors import DataError, UsageError, first_line
 
 if TYPE_CHECKING:
     import optuna
@@ -131,5 +131,4 @@ def redacted(url: str) -> str:
 
 
 def _reason(exc: Exception) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(getattr(exc, "orig", None) or exc)

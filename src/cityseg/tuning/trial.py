@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cityseg.config import TrainConfig
 from cityseg.errors import CitysegError
-from cityseg.fsutil import atomic_write_json
+from cityseg.fsutil import atomic_write_json, read_json_object
 from cityseg.logs import only_messages_from
 from cityseg.training.train import TrainingInterrupted
 from cityseg.tuning.space import SearchSpace, Value, apply_to
@@ -69,18 +69,9 @@ def describe_values(values: dict[str, Any]) -> str:
 
 def write_record(run_dir: Path, **fields: Any) -> None:
     """Merge `fields` into the trial's trial.json (when its run folder exists)."""
-    import json
-
     path = run_dir / TRIAL_RECORD
-    if not run_dir.is_dir():
-        return
-    record: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except ValueError:
-            record = {}
-    atomic_write_json(path, {**record, **fields})
+    if run_dir.is_dir():
+        atomic_write_json(path, {**(read_json_object(path) or {}), **fields})
 
 
 def make_objective(
