@@ -51,6 +51,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -154,7 +155,13 @@ def percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000.0, q))
 
 
-def main() -> None:
+Worker = Callable[[], Callable[[], None]]
+"""Makes one client's call: each concurrent client gets its own (its own connection)."""
+Results = dict[str, tuple[list[float], float]]
+"""Per mode: every call's latency in seconds, and the wall time of the timed loops."""
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a bundle folder (default: a tiny one)")
     parser.add_argument("--size", type=parse_size, default=(256, 512), help="image HxW")
@@ -162,92 +169,97 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=2, help="alternations of the three modes")
     parser.add_argument("--warmup", type=int, default=8, help="untimed calls per round")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    height, width = args.size
-    rgb = draw_scene(np.random.default_rng(0), height, width).image
-    png = encode_png(rgb, rgb=True)
-    with tempfile.TemporaryDirectory(prefix="cityseg-bench-") as tmp:
-        # Absolute: the server runs from the temporary folder.
-        model = args.model.resolve() if args.model is not None else tiny_bundle(Path(tmp))
-        predictor = load_predictor(model)
-        # One model thread fed by a FIFO queue: calls are serialised as in the server, and
-        # in arrival order (a bare Lock lets one thread re-take it and starve the others,
-        # which turns the baseline's p95 into scheduling noise).
-        model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
 
-        def direct_worker() -> Callable[[], None]:
-            def call() -> None:
-                model_thread.submit(predictor.predict, [rgb]).result()
+def in_process_workers(
+    predictor: Any, model_thread: ThreadPoolExecutor, png: bytes
+) -> dict[str, Worker]:
+    """The baseline (the model call alone) and the PNG work a request adds around it.
 
-            return call
+    One model thread fed by a FIFO queue: calls are serialised as in the server, and in
+    arrival order (a bare Lock lets one thread re-take it and starve the others, which
+    turns the baseline's p95 into scheduling noise)."""
+    rgb = decode_image(png, "upload")
 
-        def codec_worker() -> Callable[[], None]:
-            def call() -> None:
-                image = decode_image(png, "upload")
-                mask = model_thread.submit(predictor.predict, [image]).result()[0]
-                colour = render(
-                    image,
-                    mask,
-                    format=OutputFormat.colour,
-                    palette=predictor.palette,
-                    class_names=predictor.classes,
-                )
-                encode_png(colour, rgb=True)
+    def direct_worker() -> Callable[[], None]:
+        return lambda: model_thread.submit(predictor.predict, [rgb]).result()
 
-            return call
-
-        port = free_port()
-        server = start_server(model, port)
-        clients: list[http.client.HTTPConnection] = []
-
-        body, content_type = multipart_upload(png)
-
-        def http_worker() -> Callable[[], None]:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-            clients.append(connection)
-
-            def call() -> None:
-                connection.request(
-                    "POST", "/predict", body=body, headers={"Content-Type": content_type}
-                )
-                response = connection.getresponse()
-                answer = response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"{response.status}: {answer[:200]!r}")
-
-            return call
-
-        try:
-            answer = httpx.post(
-                f"http://127.0.0.1:{port}/predict", files={"image": ("b.png", png)}, timeout=120
+    def codec_worker() -> Callable[[], None]:
+        def call() -> None:
+            image = decode_image(png, "upload")
+            mask = model_thread.submit(predictor.predict, [image]).result()[0]
+            colour = render(
+                image,
+                mask,
+                format=OutputFormat.colour,
+                palette=predictor.palette,
+                class_names=predictor.classes,
             )
-            assert decode_image(answer.content, "answer").shape == (height, width, 3)
-            workers = {"direct": direct_worker, "codec": codec_worker, "http": http_worker}
-            results: dict[str, tuple[list[float], float]] = {mode: ([], 0.0) for mode in workers}
-            per_round = max(args.requests // args.rounds, 1)
-            load_before = os.getloadavg()
-            for _ in range(args.rounds):
-                for mode, worker in workers.items():
-                    closed_loop(args.warmup, args.concurrency, worker)
-                    latencies, wall = closed_loop(per_round, args.concurrency, worker)
-                    pooled, total = results[mode]
-                    results[mode] = (pooled + latencies, total + wall)
-        finally:
-            model_thread.shutdown()
-            for client in clients:
-                client.close()
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
-    load_after = os.getloadavg()
+            encode_png(colour, rgb=True)
 
-    model_name = str(args.model) if args.model else "tiny pspnet-resnet18 48x96 (untrained)"
-    print(
-        f"\n{height}x{width} PNG ({len(png) / 1024:.0f} KB), model {model_name}, "
-        f"{per_round * args.rounds} requests per mode, {args.concurrency} concurrent, "
-        f"{args.rounds} rounds, {os.cpu_count()} CPUs, load average (1 min) "
-        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after\n"
-    )
+        return call
+
+    return {"direct": direct_worker, "codec": codec_worker}
+
+
+def http_worker_of(port: int, png: bytes, clients: list[http.client.HTTPConnection]) -> Worker:
+    body, content_type = multipart_upload(png)
+
+    def http_worker() -> Callable[[], None]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        clients.append(connection)
+
+        def call() -> None:
+            headers = {"Content-Type": content_type}
+            connection.request("POST", "/predict", body=body, headers=headers)
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{response.status}: {answer[:200]!r}")
+
+        return call
+
+    return http_worker
+
+
+def alternate(workers: dict[str, Worker], args: argparse.Namespace) -> Results:
+    """Each mode in turn, `args.rounds` times, so that a slow spell of the machine falls
+    on every mode alike."""
+    results: Results = {mode: ([], 0.0) for mode in workers}
+    per_round = max(args.requests // args.rounds, 1)
+    for _ in range(args.rounds):
+        for mode, worker in workers.items():
+            closed_loop(args.warmup, args.concurrency, worker)
+            latencies, wall = closed_loop(per_round, args.concurrency, worker)
+            pooled, total = results[mode]
+            results[mode] = (pooled + latencies, total + wall)
+    return results
+
+
+def measure(model: Path, png: bytes, args: argparse.Namespace) -> Results:
+    predictor = load_predictor(model)
+    model_thread = ThreadPoolExecutor(1, thread_name_prefix="model")
+    port = free_port()
+    server = start_server(model, port)
+    clients: list[http.client.HTTPConnection] = []
+    try:
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/predict", files={"image": ("b.png", png)}, timeout=120
+        )
+        assert decode_image(answer.content, "answer").shape == (*args.size, 3)
+        workers = in_process_workers(predictor, model_thread, png)
+        workers["http"] = http_worker_of(port, png, clients)
+        return alternate(workers, args)
+    finally:
+        model_thread.shutdown()
+        for client in clients:
+            client.close()
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+
+
+def print_table(results: Results) -> None:
     print("| mode | p50 | p95 | throughput |")
     print("|---|---|---|---|")
     stats = {}
@@ -273,6 +285,28 @@ def main() -> None:
             f"| {stats[high][1] - stats[low][1]:+.1f} ms | |"
         )
     print(f"\ntarget p95 overhead < {TARGET_P95_OVERHEAD_MS:.0f} ms: {verdict}")
+
+
+def main() -> None:
+    args = parse_args()
+    height, width = args.size
+    rgb = draw_scene(np.random.default_rng(0), height, width).image
+    png = encode_png(rgb, rgb=True)
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="cityseg-bench-") as tmp:
+        # Absolute: the server runs from the temporary folder.
+        model = args.model.resolve() if args.model is not None else tiny_bundle(Path(tmp))
+        results = measure(model, png, args)
+    load_after = os.getloadavg()
+    model_name = str(args.model) if args.model else "tiny pspnet-resnet18 48x96 (untrained)"
+    requests = len(results["direct"][0])
+    print(
+        f"\n{height}x{width} PNG ({len(png) / 1024:.0f} KB), model {model_name}, "
+        f"{requests} requests per mode, {args.concurrency} concurrent, "
+        f"{args.rounds} rounds, {os.cpu_count()} CPUs, load average (1 min) "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after\n"
+    )
+    print_table(results)
 
 
 if __name__ == "__main__":
