@@ -85,3 +85,38 @@ def test_bad_slide_values_are_usage_errors(text: str) -> None:
 def test_the_default_stride_is_two_thirds_of_the_crop() -> None:
     assert Window.parse("512x1024") == Window((512, 1024), (341, 682))
     assert Window.parse("512:384x256") == Window((512, 512), (384, 256))
+
+
+@pytest.mark.slow
+def test_slide_through_the_api_and_the_cli(tiny_bundle: Path, tmp_path: Path, cli) -> None:
+    import cityseg
+    from cityseg.images import read_mask, write_rgb
+
+    model = cityseg.Model(tiny_bundle, verbose=False)
+    height, width = model.input_size
+    rng = np.random.default_rng(11)
+    same = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    assert np.array_equal(model.predict(same, slide=f"{height}x{width}"), model.predict(same))
+
+    wide = rng.integers(0, 256, (height + 13, 2 * width + 7, 3), dtype=np.uint8)
+    mask, probs = model.predict(wide, probabilities=True, slide=Window.parse(f"{height}x{width}"))
+    assert mask.shape == wide.shape[:2] and probs.shape[:2] == wide.shape[:2]
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)
+
+    write_rgb(tmp_path / "wide.png", wide)
+    window = f"{height}x{width}:{height // 2}"
+    result = cli("predict", tmp_path / "wide.png", "-o", tmp_path / "ids.png", "--model",
+                 tiny_bundle, "--format", "ids", "--slide", window)  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert read_mask(tmp_path / "ids.png").shape == wide.shape[:2]
+    bad = cli("predict", tmp_path / "wide.png", "-o", tmp_path / "x.png", "--model", tiny_bundle,
+              "--slide", "48x96:50x96")  # fmt: skip
+    assert bad.exit_code == 2 and "--slide" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_slides_too(tiny_bundle: Path, prepared: Path, tmp_path: Path, cli) -> None:
+    result = cli("evaluate", "--model", tiny_bundle, "--data", prepared, "--split", "val",
+                 "--project", tmp_path, "--slide", "48x96:24x48", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    assert "mean IoU" in result.stdout

@@ -20,6 +20,7 @@ from cityseg.api._common import PathLike, optional_path
 from cityseg.api.model import Model
 from cityseg.config import DEFAULT_PROJECT, EvaluateConfig, OutputFormat, PredictConfig, Split
 from cityseg.errors import UsageError
+from cityseg.inference.sliding import Window, as_window
 from cityseg.logs import api_messages
 from cityseg.runs import resolve_data
 
@@ -43,6 +44,7 @@ def predict_files(
     alpha: float = PREDICT.alpha,
     tta: bool = PREDICT.tta_flip,
     batch: int = PREDICT.batch,
+    slide: str | Window | None = None,
     verbose: bool = True,
 ) -> PredictReport:
     """Write one mask file per input image, as `cityseg predict INPUT... -o OUTPUT`.
@@ -57,7 +59,8 @@ def predict_files(
     from cityseg.inference.predict import predict_paths
 
     items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
-    path, loader = _model_of(model, tta)
+    window = as_window(slide)
+    path, loader = _model_of(model, tta, window)
     with api_messages(verbose):
         return predict_paths(
             [item if isinstance(item, str) else Path(item) for item in items],
@@ -71,18 +74,19 @@ def predict_files(
             batch=batch,
             show_progress=verbose,
             loader=loader,
+            slide=window,
         )
 
 
 def _model_of(
-    model: Model | PathLike | None, tta: bool
+    model: Model | PathLike | None, tta: bool, window: Window | None
 ) -> tuple[Path | None, Callable[[], Predictor] | None]:
     """A path is opened by predict itself once the inputs are checked, as the command
     does; a `Model` lends its loaded model, so a loop of calls loads it once."""
     if not isinstance(model, Model):
         return optional_path(model), None
     opened = model
-    return opened.path, lambda: opened.predictor(tta=tta)
+    return opened.path, lambda: opened.predictor(tta=tta, slide=window)
 
 
 def evaluate_predictions(

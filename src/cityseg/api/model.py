@@ -34,6 +34,7 @@ from cityseg.config import (
 from cityseg.inference.bundle import read_card
 from cityseg.inference.predictor import newest_bundle
 from cityseg.inference.runtimes import model_format
+from cityseg.inference.sliding import Window, as_window
 from cityseg.logs import api_messages
 from cityseg.progress import track
 from cityseg.runs import resolve_data, run_dir_of
@@ -133,6 +134,7 @@ class Model:
         probabilities: Literal[False] = ...,
         tta: bool = ...,
         batch: int = ...,
+        slide: str | Window | None = ...,
     ) -> np.ndarray: ...
 
     @overload
@@ -143,6 +145,7 @@ class Model:
         probabilities: Literal[True],
         tta: bool = ...,
         batch: int = ...,
+        slide: str | Window | None = ...,
     ) -> tuple[np.ndarray, np.ndarray]: ...
 
     @overload
@@ -153,6 +156,7 @@ class Model:
         probabilities: Literal[False] = ...,
         tta: bool = ...,
         batch: int = ...,
+        slide: str | Window | None = ...,
     ) -> Masks: ...
 
     @overload
@@ -163,6 +167,7 @@ class Model:
         probabilities: Literal[True],
         tta: bool = ...,
         batch: int = ...,
+        slide: str | Window | None = ...,
     ) -> WithProbabilities: ...
 
     def predict(
@@ -172,17 +177,20 @@ class Model:
         probabilities: bool = False,
         tta: bool = PREDICT.tta_flip,
         batch: int = PREDICT.batch,
+        slide: str | Window | None = None,
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray] | Masks | WithProbabilities:
         """Class-id masks (uint8, HxW, at each input's own size) for one image or a list.
 
         An image is a path, an HxWx3 uint8 RGB array or a PIL image (see
         `cityseg.api.images`). With `probabilities`, each result is `(mask, probs)`,
         probs float32 HxWxC summing to 1 per pixel. `tta` averages with the flipped
-        image, as `--tta flip`. One input gives one result, a list a list.
+        image, as `--tta flip`; `slide` ("512x512:384", or a `Window`) runs the model on
+        overlapping crops of each image at its own size, as `--slide`. One input gives
+        one result, a list a list.
         """
         single = inputs.is_single(images)
         items = inputs.as_list(images)
-        predictor = self.predictor(tta=tta)
+        predictor = self.predictor(tta=tta, slide=slide)
         chunks = [items[i : i + max(1, batch)] for i in range(0, len(items), max(1, batch))]
         shown = self._verbose and len(chunks) > 1
         results: list[Any] = []
@@ -194,14 +202,14 @@ class Model:
                 results.extend(predictor.predict(rgb))
         return results[0] if single else results
 
-    def predictor(self, *, tta: bool = False) -> Predictor:
+    def predictor(self, *, tta: bool = False, slide: str | Window | None = None) -> Predictor:
         """The `Predictor` predict, evaluate and serve share, over this loaded model."""
         from cityseg.inference.predictor import Predictor
         from cityseg.inference.runtimes import open_model
 
         if self._loaded is None:
             self._loaded = open_model(self.path)
-        return Predictor(self._loaded, tta_flip=tta)
+        return Predictor(self._loaded, tta_flip=tta, window=as_window(slide))
 
     # ----------------------------------------------------------------------- evaluate
 
@@ -216,6 +224,7 @@ class Model:
         name: str | None = None,
         write_labelids: PathLike | None = None,
         scheme: str | None = None,
+        slide: str | Window | None = None,
     ) -> EvalReport:
         """Score the model on a prepared split, as `cityseg evaluate --model PATH` does.
 
@@ -235,7 +244,7 @@ class Model:
                 batch=batch,
                 show_progress=self._verbose,
                 scheme=scheme,
-                loader=lambda: self.predictor(tta=tta),
+                loader=lambda: self.predictor(tta=tta, slide=slide),
             )
 
     # ----------------------------------------------------------------------- deploy

@@ -21,6 +21,7 @@ from cityseg.cli.options import (
     Model,
     Project,
     Quiet,
+    Slide,
     Tta,
     note,
     open_model,
@@ -76,6 +77,7 @@ def evaluate(
     name: EvalName = None,
     batch: Batch = EVALUATE.batch,
     tta: Tta = EVALUATE_TTA,
+    slide: Slide = None,
     quiet: Quiet = False,
 ) -> None:
     """Score a model (or a folder of predictions), including the official Cityscapes IoU."""
@@ -102,6 +104,7 @@ def evaluate(
             project=project,
             name=name,
             write_labelids=write_labelids,
+            slide=slide,
         )
     _print_scores(report)
 
@@ -160,6 +163,7 @@ def predict(
     legend: Legend = PREDICT.legend,
     tta: Tta = PREDICT_TTA,
     batch: Batch = PREDICT.batch,
+    slide: Slide = None,
     quiet: Quiet = False,
 ) -> None:
     """Write colour masks (or ids, overlays, labelIds) for images, at each image's size."""
@@ -176,6 +180,7 @@ def predict(
         legend=legend,
         tta=tta is TTA.flip,
         batch=batch,
+        slide=slide,
         verbose=not quiet,
     )
     out.print(f"[green]Wrote {len(report.written)} {format.value} mask(s)[/] to {escape(output)}")

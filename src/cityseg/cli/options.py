@@ -20,6 +20,7 @@ from rich.markup import escape
 from typer.core import TyperCommand
 
 from cityseg.config import DEFAULT_DATA, TTA
+from cityseg.inference.sliding import Window
 from cityseg.logs import cli_messages
 from cityseg.runs import parse_size
 
@@ -89,6 +90,16 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Workers = Annotated[int | None, typer.Option(min=1, help="Parallel workers (default: CPUs).")]
 Batch = Annotated[int, typer.Option(min=1, help="Images per model call.")]
 Tta = Annotated[TTA, typer.Option(help="Test-time augmentation.")]
+Slide = Annotated[
+    Window | None,
+    typer.Option(
+        parser=Window.parse,
+        metavar="<CROP[:STRIDE]>",
+        help="Run the model on overlapping crops (e.g. 512x512:384) at the image's own size.",
+        show_default=False,
+    ),
+]
+"""`--slide` of predict and evaluate: mmsegmentation's sliding-window inference."""
 
 
 def tta_choice(flip: bool) -> TTA:

@@ -35,6 +35,7 @@ from cityseg.fsutil import (
 )
 from cityseg.inference.bundle import read_card
 from cityseg.inference.render import JPEG_SUFFIXES, check_alpha, encode, render
+from cityseg.inference.sliding import Window
 from cityseg.progress import track
 
 if TYPE_CHECKING:
@@ -324,6 +325,7 @@ def predict_paths(
     batch: int = PREDICT.batch,
     show_progress: bool = True,
     loader: Callable[[], Predictor] | None = None,
+    slide: Window | None = None,
 ) -> PredictReport:
     """The `cityseg predict` entry point: every input image -> one output file.
 
@@ -349,7 +351,7 @@ def predict_paths(
     if loader is not None:
         predictor = loader()
     else:
-        predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip)
+        predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip, window=slide)
     if mark:
         mark_output_folder(output, bundle_path, format)
     style = _Style(format, predictor.palette, predictor.classes, alpha, legend)

@@ -10,7 +10,7 @@ smoother and more accurate at edges than upsampling the class ids.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from cityseg.errors import CitysegError
 from cityseg.images import resize_image
 from cityseg.inference.bundle import CARD_NAME
 from cityseg.inference.runtimes import LoadedModel, Runtime, open_model
+from cityseg.inference.sliding import Window, slide_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,9 @@ def _plane_at(probs: np.ndarray, class_id: int, height: int, width: int) -> np.n
 class Predictor:
     model: LoadedModel
     tta_flip: bool = False
+    window: Window | None = None
+    """Sliding-window inference (`--slide`): the model runs on overlapping crops of each
+    image at its own size, instead of on the whole image resized to the model's size."""
 
     @property
     def card(self) -> dict[str, Any]:
@@ -139,7 +143,7 @@ class Predictor:
             return []
         return [
             both(probs, image.shape[0], image.shape[1])
-            for probs, image in zip(self._model_probabilities(images), images, strict=True)
+            for probs, image in zip(self._per_image(images), images, strict=True)
         ]
 
     def _at_image_sizes(
@@ -150,8 +154,25 @@ class Predictor:
             return []
         return [
             finish(probs, image.shape[0], image.shape[1])
-            for probs, image in zip(self._model_probabilities(images), images, strict=True)
+            for probs, image in zip(self._per_image(images), images, strict=True)
         ]
+
+    def _per_image(self, images: Sequence[np.ndarray]) -> Iterable[np.ndarray]:
+        """Each image's probabilities: at the model's size from one call for the batch, or
+        at the image's own size from its tiles when sliding."""
+        window = self.window
+        if window is None:
+            return self._model_probabilities(images)
+        return [slide_probabilities(image, window, self._crop_probabilities) for image in images]
+
+    def _crop_probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """Tiles through the model, their probabilities back at the tile's size (the
+        same array when the window is the model's input size, as it should usually be)."""
+        height, width = crops.shape[1:3]
+        probs = self._model_probabilities(list(crops))
+        if probs.shape[1:3] == (height, width):
+            return probs
+        return np.stack([resize_probabilities(p, height, width) for p in probs])
 
     def _model_probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Probabilities at the model's input size, (N, h, w, C)."""
@@ -170,6 +191,7 @@ def load_predictor(
     *,
     project: Path = DEFAULT_PROJECT,
     tta_flip: bool = False,
+    window: Window | None = None,
 ) -> Predictor:
     """A predictor for `model` (a bundle or an export), or for the newest run's best bundle."""
-    return Predictor(open_model(resolve_model(model, project)), tta_flip=tta_flip)
+    return Predictor(open_model(resolve_model(model, project)), tta_flip=tta_flip, window=window)

@@ -25,6 +25,7 @@ ModelProbabilities = Callable[[np.ndarray], np.ndarray]
 @dataclass(frozen=True)
 class Window:
     crop: tuple[int, int]
+    """(height, width) of a tile: the model's input size, as a rule."""
     stride: tuple[int, int]
 
     @classmethod
@@ -37,6 +38,11 @@ class Window:
         if any(s > c for s, c in zip(stride, crop, strict=True)):
             raise UsageError(f"--slide {text}: the stride is larger than the crop")
         return cls(crop, stride)
+
+
+def as_window(value: str | Window | None) -> Window | None:
+    """The API's `slide=`: a `Window`, its `--slide` text, or None for whole images."""
+    return Window.parse(value) if isinstance(value, str) else value
 
 
 def _size(part: str, text: str) -> tuple[int, int]:
