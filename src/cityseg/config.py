@@ -346,6 +346,8 @@ class ServeConfig:
     max_pixels: int = 40_000_000
     max_queue: int = 8
     """Inference requests waiting or running before the next gets 503."""
+    slide: str | None = None
+    """Sliding-window inference, as `--slide CROP[:STRIDE]` (e.g. "512x512:384x384")."""
 
 
 DEFAULT_TUNE_PROJECT = Path("runs/tune")

@@ -417,3 +417,28 @@ def test_cityseg_serve_as_a_process(bundle: Path, prepared: Path, tmp_path: Path
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
     assert process.returncode in (0, -signal.SIGTERM)
+
+
+# --------------------------------------------------------------------------- sliding window
+
+
+def test_a_sliding_server_answers_as_the_sliding_predictor(bundle: Path) -> None:
+    import cityseg
+    from cityseg.serve.settings import settings_from_env, settings_to_env
+
+    config = ServeConfig(model=bundle, slide="48x96:24x48")
+    assert settings_from_env({"CITYSEG_SERVE_SETTINGS": settings_to_env(config)}) == config
+    png = scene_png(70, 150, seed=4)
+    expected = cityseg.Model(bundle, verbose=False).predict(
+        decode_image(png, "scene"), slide=config.slide
+    )
+    with TestClient(create_app(config)) as client:
+        wait_ready(client)
+        response = client.post("/predict?format=ids", files=upload(png))
+    assert response.status_code == 200, response.text
+    assert np.array_equal(decode_mask(response.content, "ids"), expected)
+
+
+def test_a_bad_window_is_refused_before_the_server_starts(bundle: Path) -> None:
+    with pytest.raises(CitysegError, match="--slide"):
+        create_app(ServeConfig(model=bundle, slide="48x96:60x96"))

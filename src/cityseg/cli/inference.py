@@ -218,6 +218,7 @@ def serve(
     max_body_mb: MaxBodyMb = SERVE.max_body_bytes / 1024**2,
     max_pixels: MaxPixels = SERVE.max_pixels,
     max_queue: MaxQueue = SERVE.max_queue,
+    slide: Slide = None,
 ) -> None:
     """Serve the prediction API (OpenAPI at /docs) and a web page to browse the dataset."""
     import uvicorn
@@ -238,6 +239,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
         max_pixels=max_pixels,
         max_queue=max_queue,
+        slide=None if slide is None else str(slide),
     )
     app_instance = create_app(settings)  # checks the model and data before binding
     note(f"serving on http://{host}:{port} (API docs at /docs); Ctrl-C stops")

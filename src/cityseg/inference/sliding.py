@@ -39,6 +39,11 @@ class Window:
             raise UsageError(f"--slide {text}: the stride is larger than the crop")
         return cls(crop, stride)
 
+    def __str__(self) -> str:
+        """The `--slide` text that parses back to this window."""
+        (crop_h, crop_w), (stride_h, stride_w) = self.crop, self.stride
+        return f"{crop_h}x{crop_w}:{stride_h}x{stride_w}"
+
 
 def as_window(value: str | Window | None) -> Window | None:
     """The API's `slide=`: a `Window`, its `--slide` text, or None for whole images."""

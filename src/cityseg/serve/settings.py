@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from cityseg.config import ServeConfig
 from cityseg.configio import config_from_json, config_to_json
 from cityseg.errors import CitysegError
+from cityseg.inference.sliding import as_window
 
 SETTINGS_ENV = "CITYSEG_SERVE_SETTINGS"
 
@@ -23,6 +24,7 @@ def check_limits(config: ServeConfig) -> None:
     """Refuse limits that would make every request fail, before any socket opens."""
     if config.max_body_bytes < 1 or config.max_pixels < 1 or config.max_queue < 0:
         raise CitysegError("max_body_bytes and max_pixels must be positive, max_queue >= 0")
+    as_window(config.slide)  # a bad window is refused here, not by the first request
 
 
 def settings_to_env(config: ServeConfig) -> str:

@@ -27,6 +27,7 @@ from cityseg.dataset.manifest import SPLITS, read_manifest
 from cityseg.errors import DataError
 from cityseg.inference.bundle import read_card
 from cityseg.inference.predictor import newest_bundle
+from cityseg.inference.sliding import as_window
 
 if TYPE_CHECKING:
     from cityseg.inference.predictor import Predictor
@@ -126,7 +127,9 @@ class ServerState:
         try:
             from cityseg.inference.predictor import load_predictor
 
-            predictor = load_predictor(self.bundle_path, project=self.config.project)
+            predictor = load_predictor(
+                self.bundle_path, project=self.config.project, window=as_window(self.config.slide)
+            )
             predictor.predict([np.zeros((*WARMUP_SIZE, 3), dtype=np.uint8)])
             self.predictor = predictor
             self.ready = True
