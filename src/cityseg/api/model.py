@@ -335,6 +335,7 @@ class Model:
         alpha: float = PREDICT.alpha,
         tta: bool = PREDICT.tta_flip,
         batch: int = PREDICT.batch,
+        slide: str | Window | None = None,
         verbose: bool | None = None,
     ) -> PredictReport:
         """Write a mask file per input image, as `cityseg predict INPUT... -o OUTPUT
@@ -352,6 +353,7 @@ class Model:
             alpha=alpha,
             tta=tta,
             batch=batch,
+            slide=slide,
             verbose=shown,
         )
 
