@@ -3,6 +3,7 @@ where the model's answer does not depend on where the crop is."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,5 @@ def test_evaluate_slides_too(tiny_bundle: Path, prepared: Path, tmp_path: Path, 
                  "--project", tmp_path, "--slide", "48x96:24x48", "-q")  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert "mean IoU" in result.stdout
+    (metrics,) = tmp_path.glob("*/metrics.json")
+    assert json.loads(metrics.read_text())["slide"] == "48x96:24x48"

@@ -358,6 +358,9 @@ def _report(plan: _Plan, tally: _Tally, out_dir: Path) -> EvalReport:
         source=plan.source,
         dataset=plan.data,
         tta_flip=bool(plan.predictor is not None and plan.predictor.tta_flip),
+        slide=None
+        if plan.predictor is None or plan.predictor.window is None
+        else str(plan.predictor.window),
         cityscapes=plan.cityscapes,
         # The official category IoU is a Cityscapes score: absent for own data.
         official=official_score(tally.official) if plan.official else None,

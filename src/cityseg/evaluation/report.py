@@ -115,6 +115,8 @@ class EvalReport:
     """Why a Cityscapes evaluation has no official score (its scheme, missing labelIds)."""
     labelids_dir: Path | None = None
     cityseg_version: str = field(default=__version__)
+    slide: str | None = None
+    """The sliding window the model ran with (`--slide`), or None for whole images."""
 
     @property
     def mean_iou(self) -> float | None:
@@ -130,6 +132,7 @@ class EvalReport:
             "scheme": self.scheme,
             "images": self.images,
             "tta_flip": self.tta_flip,
+            "slide": self.slide,
             "scores": self.scores.to_dict(),
             ("per_city" if self.cityscapes else "per_group"): {
                 name: group.to_dict() for name, group in self.groups.items()
@@ -171,6 +174,7 @@ class EvalReport:
             official_skipped=official.get("skipped"),
             labelids_dir=Path(record["labelids_dir"]) if "labelids_dir" in record else None,
             cityseg_version=record["cityseg_version"],
+            slide=record.get("slide"),  # absent from reports written before --slide
         )
 
     @classmethod
