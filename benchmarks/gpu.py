@@ -52,7 +52,7 @@ predict    the trained last/ bundle rebuilt with a 1024x2048 input (FPN is fully
            in, and the SavedModel row is the deployable GPU figure.
 
     python benchmarks/gpu.py [--out benchmarks/gpu.json]      # on a GPU machine, ~3-5 min
-    python benchmarks/gpu.py --tiny --out /tmp/gpu.json        # CPU smoke test, ~1 min
+    python benchmarks/gpu.py --tiny --out /tmp/gpu.json        # CPU smoke test, 1-2 min
 
 Without a GPU it stops with one line unless --tiny or --allow-cpu. Exit status 0 means
 every stage ran and every check held (policy, float32 last activation, finite loss).
