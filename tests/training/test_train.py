@@ -266,7 +266,8 @@ def test_one_city_trains_to_the_end_without_val(
     from cityseg.comparison import compare_runs
 
     (compared,) = compare_runs([run_dir]).rows  # a plain run's training time, as a trial's
-    assert compared.train_seconds == pytest.approx(sum(float(r["seconds"]) for r in rows), 0.01)
+    epoch_seconds = sum(float(r["seconds"]) for r in rows)
+    assert compared.train_seconds == pytest.approx(epoch_seconds, abs=0.06)  # kept to 0.1 s
 
 
 def test_a_run_resumed_from_before_the_seconds_column_keeps_its_table(tmp_path: Path) -> None:
