@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 import cityseg
-from cityseg.config import Optimizer, TrainConfig
+from cityseg.config import Arch, Optimizer, TrainConfig
 from cityseg.dataset import labels
 from cityseg.dataset.manifest import read_manifest
 from cityseg.dataset.synthetic import draw_scene
@@ -89,6 +89,10 @@ def test_overrides_take_the_cli_spellings() -> None:
     config = with_overrides(TrainConfig(), {"size": "96x160", "optimizer": "sgd", "data": "d"})
     assert (config.height, config.width, config.optimizer) == (96, 160, Optimizer.sgd)
     assert config.data == Path("d")
+    # the CLI passes its enums: the plain-string choices keep plain strings, as config.json
+    chosen = with_overrides(TrainConfig(), {"arch": Arch.unet, "optimizer": Optimizer.sgd})
+    assert type(chosen.arch) is str and chosen.arch == "unet"
+    assert chosen.optimizer is Optimizer.sgd
     with pytest.raises(UsageError, match="unknown training setting.*epoch\\b"):
         with_overrides(TrainConfig(), {"epoch": 3})
     with pytest.raises(UsageError, match="optimizer='rmsprop' is not one of adam"):

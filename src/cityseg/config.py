@@ -297,7 +297,8 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    """Defaults of `cityseg predict` and `cityseg.inference.predict.predict_paths`."""
+    """What the options of `cityseg predict` choose (their defaults), as one object for
+    `cityseg.inference.predict.predict_paths`."""
 
     format: OutputFormat = OutputFormat.colour
     alpha: float = 0.5

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 
 from cityseg import logs
-from cityseg.config import DataFormat, TrainConfig
+from cityseg.config import DataFormat, PredictConfig, TrainConfig
 
 logger = logging.getLogger(__name__)
 VIA_IMAGES = 64
@@ -167,7 +167,11 @@ def _train_evaluate_predict(
     masks = directory / "predictions"
     with logs.only_warnings():
         predicted = predict_paths(
-            test_images, masks, model=bundle, legend=True, show_progress=settings.show_progress
+            test_images,
+            masks,
+            model=bundle,
+            config=PredictConfig(legend=True),
+            show_progress=settings.show_progress,
         )
     logger.info(f"[5/5] colour masks for {len(predicted.written)} test images: {masks}")
     logger.info(f"next: cityseg predict YOUR_IMAGE.png -o mask.png --model {bundle}")

@@ -62,6 +62,19 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def read_folder_record(folder: Path, name: str, what: str) -> Any:
+    """The JSON record `name` that makes `folder` a report folder (an export's export.json,
+    an evaluation's metrics.json): unlike `read_json_object`, for a reader that must have
+    it, so a missing one says `folder` is not `what`, and an unreadable one why."""
+    path = folder / name
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{folder} is not {what} (no {name})") from exc
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
 def disk_error(exc: OSError, path: Path) -> CitysegError:
     """Translate the OS errors a user can fix into one-line errors."""
     if exc.errno == errno.ENOSPC:

@@ -11,7 +11,7 @@ import pytest
 
 from cityseg import __version__
 from cityseg.cli import run
-from cityseg.config import Arch, Augmentation, Loss, Split
+from cityseg.config import Arch, Augmentation, Loss, Optimizer, Split, TrainConfig
 
 COMMANDS = (
     "prepare",
@@ -104,6 +104,37 @@ def test_a_bad_size_is_one_line_and_exit_2(cli) -> None:
         result = cli(*args)
         assert result.exit_code == 2, args
         assert result.stderr.strip().count("\n") == 0 and "--size" in result.stderr
+
+
+def test_train_flags_reach_the_config_as_cityseg_train_keywords(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cityseg train` is `cityseg.train(**flags)`: its `TrainConfig` comes from the API's
+    one builder, enums as the plain strings config.json stores, defaults untouched."""
+    import cityseg.api
+    from cityseg.api.run import with_overrides
+    from cityseg.errors import CitysegError
+
+    seen: dict[str, object] = {}
+
+    def keywords_only(**keywords: object) -> None:  # where training would start
+        seen["resume"] = keywords.pop("resume")
+        seen["config"] = with_overrides(TrainConfig(), keywords)
+        raise CitysegError("stopped before training")
+
+    monkeypatch.setattr(cityseg.api, "train", keywords_only)
+    flags = ["--arch", "unet", "--loss", "dice", "--aug", "hard", "--size", "64x128"]
+    flags += ["--optimizer", "sgd", "--epochs", "3", "--name", "x", "--resume", str(tmp_path)]
+    result = cli("train", *flags)
+    assert result.exit_code == 1 and "stopped before training" in result.stderr
+    expected = TrainConfig(
+        arch="unet", loss="dice", aug="hard", height=64, width=128,
+        optimizer=Optimizer.sgd, epochs=3, name="x",
+    )  # fmt: skip
+    assert seen == {"resume": tmp_path, "config": expected}
+    config = seen["config"]
+    assert isinstance(config, TrainConfig)
+    assert all(type(v) is str for v in (config.arch, config.loss, config.aug))
 
 
 def test_train_list_answers_before_other_options_are_checked(cli) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cityseg.config import OutputFormat
+from cityseg.config import OutputFormat, PredictConfig
 from cityseg.dataset import labels
 from cityseg.dataset.synthetic import draw_scene
 from cityseg.errors import DataError, UsageError
@@ -55,8 +55,10 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run(inputs: list[Path], output: Path, bundle: Path, **kwargs: object) -> PredictReport:
-    return predict_paths(inputs, output, model=bundle, show_progress=False, **kwargs)  # type: ignore[arg-type]
+def run(inputs: list[Path], output: Path, bundle: Path, **options: object) -> PredictReport:
+    """`options` are PredictConfig's fields (`format=`, `legend=`, ...)."""
+    config = PredictConfig(**options)  # type: ignore[arg-type]
+    return predict_paths(inputs, output, model=bundle, config=config, show_progress=False)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -93,7 +95,7 @@ def test_corrupt_file_is_reported_and_the_rest_written(
     (inputs / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (inputs / "text.png").write_text("hello")
     write_rgb(inputs / "good2.png", scene(48, 96, 5))
-    report = predict_paths([inputs], tmp_path / "out", model=bundle, batch=2, show_progress=False)
+    report = run([inputs], tmp_path / "out", bundle, batch=2)
     assert sorted(p.name for p in report.written) == ["good1.png", "good2.png"]
     assert sorted(p.name for p, _ in report.failed) == ["bad.png", "text.png"]
     assert all("\n" not in reason for _, reason in report.failed)

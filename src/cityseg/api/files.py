@@ -67,11 +67,9 @@ def predict_files(
             output if isinstance(output, str) else Path(output),
             model=path,
             project=Path(project),
-            format=_output_format(format),
-            alpha=alpha,
-            legend=legend,
-            tta_flip=tta,
-            batch=batch,
+            config=PredictConfig(
+                format=_output_format(format), alpha=alpha, legend=legend, tta_flip=tta, batch=batch
+            ),
             show_progress=verbose,
             loader=loader,
             slide=window,

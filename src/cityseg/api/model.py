@@ -31,7 +31,7 @@ from cityseg.config import (
     PredictConfig,
     Split,
 )
-from cityseg.inference.bundle import read_card
+from cityseg.inference.bundle import card_input_size, card_palette, read_card
 from cityseg.inference.predictor import newest_bundle
 from cityseg.inference.runtimes import model_format
 from cityseg.inference.sliding import Window, as_window
@@ -96,12 +96,12 @@ class Model:
     @property
     def palette(self) -> np.ndarray:
         """(classes, 3) uint8 RGB: the colour of each class id."""
-        return np.array(self._card["palette"], dtype=np.uint8)
+        return card_palette(self._card)
 
     @property
     def input_size(self) -> tuple[int, int]:
         """(height, width) the model runs at; images of any size are resized to it."""
-        return int(self._card["height"]), int(self._card["width"])
+        return card_input_size(self._card)
 
     @property
     def format(self) -> str:

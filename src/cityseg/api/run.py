@@ -231,7 +231,9 @@ def train(
 
 def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """`config` with `overrides` applied, strings turned into the fields' types (paths,
-    enums) so that `data="data/x"` and `optimizer="sgd"` work as on the command line."""
+    enums) so that `data="data/x"` and `optimizer="sgd"` work as on the command line, and
+    the choices held as plain strings (`arch`, `loss`, `aug`) given as their enums (the
+    command's `Arch.fpn`) turned into those strings, as config.json stores them."""
     changes = dict(overrides)
     if "size" in changes:
         size = size_of(changes.pop("size"))
@@ -250,6 +252,8 @@ def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfi
             changes[name] = Path(value)
         elif isinstance(default, Enum) and not isinstance(value, Enum):
             changes[name] = _choice(type(default), name, value)
+        elif isinstance(value, Enum) and not isinstance(default, Enum):
+            changes[name] = value.value
     return dataclasses.replace(config, **changes)
 
 

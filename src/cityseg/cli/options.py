@@ -80,6 +80,8 @@ def size_option(help: str) -> Any:
     return typer.Option(parser=parse_size_option, metavar="<HxW>", help=help)
 
 
+InputSize = Annotated[Size, size_option("Input HEIGHTxWIDTH.")]
+"""`--size` of train and tune: the size the model trains at (the default: TrainConfig's)."""
 Model = Annotated[Path | None, typer.Option(help=MODEL_HELP)]
 """`--model` of the commands that run any model format (evaluate, predict, serve)."""
 Data = Annotated[Path | None, typer.Option(help=DATA_HELP, show_default=False)]

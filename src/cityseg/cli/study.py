@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cityseg.cli.options import Command, Size, note, out, size_option
+from cityseg.cli.options import Command, InputSize, Size, note, out
 from cityseg.config import TrainConfig, TuneConfig
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ TuneProject = Annotated[Path, typer.Option(help="Folder holding the studies.")]
 @app.command(cls=Command)
 def tune(
     data: Annotated[Path, typer.Option(help="Prepared dataset.")] = TRAIN.data,
-    size: Annotated[Size, size_option("Input HEIGHTxWIDTH.")] = SIZE,
+    size: InputSize = SIZE,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per trial.")] = TRAIN.epochs,
     arch: Searched = None,
     backbone: Searched = None,

@@ -1,4 +1,4 @@
-"""`cityseg train`: options -> `TrainConfig` -> `cityseg.train` -> a summary.
+"""`cityseg train`: its options, which are `cityseg.train`'s keywords -> a summary.
 
 TensorFlow is imported only when the command runs, so `cityseg --help` stays quick.
 """
@@ -6,12 +6,12 @@ TensorFlow is imported only when the command runs, so `cityseg --help` stays qui
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from cityseg.cli.options import Command, Size, out, size_option
+from cityseg.cli.options import Command, InputSize, Size, out
 from cityseg.config import (
     Arch,
     Augmentation,
@@ -60,7 +60,6 @@ Scheme = Annotated[
     str,
     typer.Option(help="Mask scheme prepared in the dataset (auto: the one it was made with)."),
 ]
-InputSize = Annotated[Size, size_option("Input HEIGHTxWIDTH.")]
 Epochs = Annotated[int, typer.Option(min=1)]
 Batch = Annotated[int, typer.Option(min=1, help="Global batch size (all devices).")]
 Lr = Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")]
@@ -137,41 +136,20 @@ def train(
     list_choices: ListChoices = False,
 ) -> None:
     """Train a segmentation model; writes runs/train/<name>/ with best/ and last/ bundles."""
-    config = TrainConfig(
-        data=data,
-        scheme=scheme,
-        arch=arch.value,
-        backbone=backbone,
-        weights=weights,
-        base_filters=base_filters,
-        height=size.height,
-        width=size.width,
-        epochs=epochs,
-        batch=batch,
-        lr=lr,
-        optimizer=optimizer,
-        schedule=schedule,
-        patience=patience,
-        loss=loss.value,
-        aug=aug.value,
-        cache=cache,
-        seed=seed,
-        precision=precision,
-        strategy=strategy,
-        project=project,
-        name=name,
-        steps_per_epoch=steps_per_epoch,
-        worker_timeout=worker_timeout,
-    )
-    _train_and_print(config, resume)
+    settings = dict(locals())  # the flags by name: each is a `cityseg.train` keyword
+    del settings["list_choices"]
+    settings["size"] = size.pair
+    _train_and_print(settings)
 
 
-def _train_and_print(config: TrainConfig, resume: Path | None) -> None:
+def _train_and_print(settings: dict[str, Any]) -> None:
+    """`cityseg.train` with the flags as its keywords: the one `TrainConfig` builder that
+    `cityseg.train`, `cityseg.tune` and `cityseg tune` use too (`with_overrides`)."""
     from cityseg.api import WorkerProcessError
     from cityseg.api import train as train_run
 
     try:
-        run = train_run(config, resume=resume)
+        run = train_run(**settings)
     except WorkerProcessError as worker:  # trained; only the chief writes the run folder
         epochs = worker.report.epochs_completed
         out.print(f"Trained {epochs} epoch(s); the chief wrote the run folder.")

@@ -17,7 +17,7 @@ from typing import Any
 from cityseg.comparison.rows import RunRow
 from cityseg.errors import first_line
 from cityseg.fsutil import atomic_write_json, read_json_object
-from cityseg.inference.bundle import CARD_NAME
+from cityseg.inference.bundle import CARD_NAME, card_input_size
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def latency_ms(model: Path, runs: int) -> float:
     from cityseg.inference.runtimes import open_model
 
     loaded = open_model(model)
-    inputs = sample_inputs(1, int(loaded.card["height"]), int(loaded.card["width"]))
+    inputs = sample_inputs(1, *card_input_size(loaded.card))
     return time_model(loaded, inputs, runs).latency_ms.p50
 
 
@@ -71,7 +71,7 @@ def _cost(run: Path, model: Path) -> tuple[int, float]:
     from cityseg.inference.runtimes import open_model
 
     loaded = open_model(model)
-    cost = describe_compute(loaded, int(card["height"]), int(card["width"]))
+    cost = describe_compute(loaded, *card_input_size(card))
     atomic_write_json(cache, {"sha256": sha, "gflops": cost.gflops, "params": cost.parameters})
     return cost.parameters, cost.gflops
 

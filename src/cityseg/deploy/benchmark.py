@@ -21,7 +21,7 @@ import numpy as np
 from cityseg.config import BenchmarkConfig
 from cityseg.deploy.parity import Latency
 from cityseg.errors import UsageError
-from cityseg.inference.bundle import CARD_NAME, read_card
+from cityseg.inference.bundle import CARD_NAME, card_input_size, read_card
 from cityseg.inference.runtimes import KERAS, LoadedModel, cpu_threads, model_format, open_model
 
 logger = logging.getLogger(__name__)
@@ -98,13 +98,13 @@ def time_models(
         raise UsageError("--runs and --batch must be at least 1")
     paths = _with_exports(models) if include_exports else list(models)
     first = open_model(paths[0], size=size)
-    height, width = int(first.card["height"]), int(first.card["width"])
+    height, width = card_input_size(first.card)
     inputs = sample_inputs(batch, height, width)
     rows: list[BenchmarkRow] = []
     keras_model: LoadedModel | None = None
     for path in paths:
         _, card = read_card(path)
-        exported_at = (int(card["height"]), int(card["width"]))
+        exported_at = card_input_size(card)
         if model_format(card) != KERAS and exported_at != (height, width):
             logger.info(f"skipped {path}: exported at {exported_at}, not {height}x{width}")
             continue

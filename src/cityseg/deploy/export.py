@@ -12,7 +12,6 @@ bundle's input size or `--size`; the TFLite formats are converted from a SavedMo
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
@@ -28,8 +27,13 @@ from cityseg import __version__
 from cityseg.config import DEFAULT_DATA, ExportConfig
 from cityseg.deploy.parity import ParityReport
 from cityseg.errors import CitysegError, DataError, UsageError
-from cityseg.fsutil import atomic_write_json
-from cityseg.inference.bundle import CARD_NAME, read_card, write_model_folder
+from cityseg.fsutil import atomic_write_json, read_folder_record
+from cityseg.inference.bundle import (
+    CARD_NAME,
+    card_input_size,
+    read_card,
+    write_model_folder,
+)
 from cityseg.inference.runtimes import (
     EXPORT_FORMATS,
     KERAS,
@@ -102,9 +106,8 @@ class ExportReport:
     def read(cls, folder: str | Path) -> ExportReport:
         """The report of an export folder, from its export.json."""
         folder = Path(folder)
-        path = folder / EXPORT_NAME
+        record = read_folder_record(folder, EXPORT_NAME, "an export folder")
         try:
-            record = json.loads(path.read_text())
             calibration, parity = record["calibration"], record["parity"]
             return cls(
                 folder=folder,
@@ -121,10 +124,8 @@ class ExportReport:
                 parity=None if parity is None else ParityReport.from_dict(parity),
                 cityseg_version=record["cityseg_version"],
             )
-        except FileNotFoundError as exc:
-            raise DataError(f"{folder} is not an export folder (no {EXPORT_NAME})") from exc
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"cannot read {path}: {exc}") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"cannot read {folder / EXPORT_NAME}: {exc}") from exc
 
 
 def export_model(
@@ -155,7 +156,7 @@ def export_model(
             f"{bundle_folder} is already an export ({model_format(card)}); export from the "
             "Keras bundle it came from"
         )
-    height, width = size or (int(card["height"]), int(card["width"]))
+    height, width = size or card_input_size(card)
     _check_size(card, height, width)
     folders = {
         fmt: _output_folder(output, bundle_folder, fmt, formats, (height, width), card)
@@ -195,7 +196,7 @@ def _export_one(
     converter: _Converter,
     reference: Reference | None,
 ) -> ExportReport:
-    height, width = int(keras_model.card["height"]), int(keras_model.card["width"])
+    height, width = card_input_size(keras_model.card)
     started = time.perf_counter()
     logger.info(f"exporting {bundle_folder} as {fmt} at {height}x{width}")
     source = {"bundle": str(bundle_folder), "weights_sha256": card["weights"]["sha256"]}
@@ -248,7 +249,7 @@ def _output_folder(
 ) -> Path:
     """`runs/train/<run>/export/<format>[-HxW]`: exports stay with the run they came from."""
     name = fmt
-    if size != (int(card["height"]), int(card["width"])):
+    if size != card_input_size(card):
         name += f"-{size[0]}x{size[1]}"
     if output is None:
         return bundle_folder.parent / "export" / name
@@ -318,7 +319,7 @@ class _Converter:
         self, model: LoadedModel, scratch: Path, calibration: list[np.ndarray] | None
     ) -> None:
         self.keras_model = model.runtime.model  # type: ignore[attr-defined]
-        self.height, self.width = int(model.card["height"]), int(model.card["width"])
+        self.height, self.width = card_input_size(model.card)
         self.scratch = scratch
         self.calibration = calibration
         self._saved: Path | None = None

@@ -10,7 +10,6 @@ the JSON's: None (never NaN) where a score is undefined.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +19,7 @@ import numpy as np
 from cityseg import __version__
 from cityseg.errors import DataError
 from cityseg.evaluation.metrics import ScoreTable
+from cityseg.fsutil import read_folder_record
 
 OFFICIAL_METHOD = (
     "cityscapesScripts evalPixelLevelSemanticLabeling category IoU: ground-truth pixels whose "
@@ -181,17 +181,13 @@ class EvalReport:
     def read(cls, out_dir: str | Path) -> EvalReport:
         """The report of an evaluation folder, from its metrics.json."""
         folder = Path(out_dir)
-        path = folder / REPORT_NAME
-        try:
-            record = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise DataError(f"{folder} is not an evaluation folder (no {REPORT_NAME})") from exc
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {path}: {exc}") from exc
+        record = read_folder_record(folder, REPORT_NAME, "an evaluation folder")
         try:
             return cls.from_dict(record, folder)
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{path} is not a cityseg evaluate record ({exc})") from exc
+            raise DataError(
+                f"{folder / REPORT_NAME} is not a cityseg evaluate record ({exc})"
+            ) from exc
 
     def __repr__(self) -> str:
         miou = "-" if self.scores.mean_iou is None else f"{self.scores.mean_iou:.4f}"

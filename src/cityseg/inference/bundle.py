@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from cityseg import __version__
 from cityseg.errors import CitysegError, DataError
 from cityseg.fsutil import atomic_write_json
@@ -148,6 +150,17 @@ def read_card(path: Path) -> tuple[Path, dict[str, Any]]:
             f"{card_path} has format_version {version!r}; this cityseg reads {FORMAT_VERSION}"
         )
     return folder, card
+
+
+def card_input_size(card: dict[str, Any]) -> tuple[int, int]:
+    """(height, width) the model was built for: an export runs at nothing else, and a
+    bundle's images are resized to it."""
+    return int(card["height"]), int(card["width"])
+
+
+def card_palette(card: dict[str, Any]) -> np.ndarray:
+    """(classes, 3) uint8 RGB: the colour of each class id."""
+    return np.array(card["palette"], dtype=np.uint8)
 
 
 def verified_weights(folder: Path, card: dict[str, Any]) -> Path:

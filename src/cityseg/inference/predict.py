@@ -318,11 +318,7 @@ def predict_paths(
     *,
     model: Path | None = None,
     project: Path = DEFAULT_PROJECT,
-    format: OutputFormat = PREDICT.format,
-    alpha: float = PREDICT.alpha,
-    legend: bool = PREDICT.legend,
-    tta_flip: bool = PREDICT.tta_flip,
-    batch: int = PREDICT.batch,
+    config: PredictConfig = PREDICT,
     show_progress: bool = True,
     loader: Callable[[], Predictor] | None = None,
     slide: Window | None = None,
@@ -332,29 +328,33 @@ def predict_paths(
     Inputs are resolved and checked first (missing paths raise DataError), then the
     model is loaded; images that cannot be decoded are skipped with a
     warning (logged) and listed in `failed`, the rest are written. Strings are
-    accepted so that a blank argument is refused rather than read as `.`. `loader` gives
-    the predictor of a model already open (the Python API's `Model`, which keeps it
-    loaded) instead of loading `model`; it is called only once the inputs are checked.
+    accepted so that a blank argument is refused rather than read as `.`. `config` holds
+    what the command's options choose (format, alpha, legend, tta, batch), passed on as
+    one. `loader` gives the predictor of a model already open (the Python API's `Model`,
+    which keeps it loaded) instead of loading `model`; it is called only once the inputs
+    are checked.
     """
-    format = OutputFormat(format)
+    format, batch = OutputFormat(config.format), config.batch
     paths, output = input_paths(inputs), output_path(output)
     if batch < 1:
         raise UsageError(f"--batch must be at least 1, got {batch}")
-    check_alpha(alpha)
+    check_alpha(config.alpha)
     jobs = plan_jobs(paths, output, format=format)
     mark = not names_a_file(output) and fresh_output_folder(output)
 
     from cityseg.inference.predictor import load_predictor, resolve_model
 
     bundle_path = resolve_model(model, project)
-    _check_model(bundle_path, format, legend)
+    _check_model(bundle_path, format, config.legend)
     if loader is not None:
         predictor = loader()
     else:
-        predictor = load_predictor(bundle_path, project=project, tta_flip=tta_flip, window=slide)
+        predictor = load_predictor(
+            bundle_path, project=project, tta_flip=config.tta_flip, window=slide
+        )
     if mark:
         mark_output_folder(output, bundle_path, format)
-    style = _Style(format, predictor.palette, predictor.classes, alpha, legend)
+    style = _Style(format, predictor.palette, predictor.classes, config.alpha, config.legend)
     written, failed = _run_jobs(jobs, predictor, style, batch, show_progress)
     return PredictReport(written=written, failed=failed, model=bundle_path)
 

@@ -21,7 +21,7 @@ import numpy as np
 from cityseg.config import DEFAULT_PROJECT
 from cityseg.errors import CitysegError
 from cityseg.images import resize_image
-from cityseg.inference.bundle import CARD_NAME
+from cityseg.inference.bundle import CARD_NAME, card_input_size, card_palette
 from cityseg.inference.runtimes import LoadedModel, Runtime, open_model
 from cityseg.inference.sliding import Window, slide_probabilities
 
@@ -116,11 +116,11 @@ class Predictor:
 
     @property
     def palette(self) -> np.ndarray:
-        return np.array(self.card["palette"], dtype=np.uint8)
+        return card_palette(self.card)
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return int(self.card["height"]), int(self.card["width"])
+        return card_input_size(self.card)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class probabilities (H, W, C) at each RGB uint8 image's own size."""

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cityseg.errors import CitysegError, DataError
-from cityseg.inference.bundle import read_card, verified_weights
+from cityseg.inference.bundle import card_input_size, read_card, verified_weights
 
 KERAS = "keras"
 SAVEDMODEL = "savedmodel"
@@ -177,7 +177,7 @@ def open_model(path: Path, *, size: tuple[int, int] | None = None) -> LoadedMode
         return _open_bundle(folder, card, size)
     if fmt not in EXPORT_FORMATS:
         raise DataError(f"{folder / 'cityseg.json'} names an unknown export format {fmt!r}")
-    if size is not None and size != (int(card["height"]), int(card["width"])):
+    if size is not None and size != card_input_size(card):
         raise CitysegError(
             f"{folder} was exported at {card['height']}x{card['width']}; re-export it with "
             f"`cityseg export --size {size[0]}x{size[1]}` to run at that size"
