@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from cityseg.cli import run
 from cityseg.dataset.prepare import prepare_dataset
@@ -131,11 +134,37 @@ def _prepared_scenes(root: Path, *, images_per_city: int, seed: int, val_ratio: 
     return root / "ds"
 
 
+def shared_folder(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]
+) -> Path:
+    """A folder `build` fills once for the whole session, whichever xdist worker asks first.
+
+    Under `pytest -n`, session fixtures are per worker process; a trained model would be
+    trained once per worker. pytest-xdist's documented recipe: the workers' temporary
+    folders share a parent, and a file lock there lets the first one build while the
+    others wait. A build that failed half-way (no `.complete`) is started afresh.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder = root / f"shared-{name}"
+    with FileLock(f"{folder}.lock"):
+        if not (folder / ".complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".complete").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Enough synthetic scenes for a tiny model to learn something in a few epochs."""
-    root = tmp_path_factory.mktemp("train-data")
-    return _prepared_scenes(root, images_per_city=6, seed=1, val_ratio=0.2)
+
+    def build(root: Path) -> None:
+        _prepared_scenes(root, images_per_city=6, seed=1, val_ratio=0.2)
+
+    return shared_folder(tmp_path_factory, "train-data", build) / "ds"
 
 
 @pytest.fixture(scope="session")
@@ -156,9 +185,11 @@ def trained_run(train_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from cityseg.config import TrainConfig
     from cityseg.training.train import train
 
+    def build(project: Path) -> None:
+        train(replace(config, project=project))
+
     config = TrainConfig(
         data=train_data,
-        project=tmp_path_factory.mktemp("runs"),
         arch="fpn",
         backbone="efficientnetb0",
         weights="none",
@@ -172,4 +203,4 @@ def trained_run(train_data: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         patience=0,
         name="learn",
     )
-    return train(config).run_dir
+    return shared_folder(tmp_path_factory, "trained-run", build) / config.name
