@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from cityseg.cli.options import Command, Size, out, size_option
+from cityseg.cli.options import Command, Crop, Size, out, size_option
 from cityseg.config import (
     Arch,
     Augmentation,
@@ -116,6 +116,7 @@ def train(
     weights: Weights = TRAIN.weights,
     scheme: Scheme = TRAIN.scheme,
     size: InputSize = SIZE,
+    crop: Crop = None,
     epochs: Epochs = TRAIN.epochs,
     batch: Batch = TRAIN.batch,
     lr: Lr = TRAIN.lr,
@@ -146,6 +147,7 @@ def train(
         base_filters=base_filters,
         height=size.height,
         width=size.width,
+        crop=None if crop is None else crop.pair,
         epochs=epochs,
         batch=batch,
         lr=lr,
