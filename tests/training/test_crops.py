@@ -19,7 +19,7 @@ from cityseg.api.run import with_overrides
 from cityseg.config import TrainConfig
 from cityseg.dataset.entries import split_entries
 from cityseg.dataset.manifest import read_manifest
-from cityseg.errors import UsageError
+from cityseg.errors import DataError, UsageError
 from cityseg.training.crops import (
     IGNORE,
     RandomCrop,
@@ -209,6 +209,8 @@ def test_cards_record_the_crop_and_old_cards_have_none() -> None:
     assert card_crop({"arch": "fpn", "height": 64, "width": 128}) is None  # before crops
     assert card_crop({"crop": None}) is None
     assert card_crop({"crop": crop_card_field((32, 64), SIZE)}) == (32, 64)
+    with pytest.raises(DataError, match="crop record"):
+        card_crop({"crop": {"height": 32}})
     assert crop_card_field((32, 64), SIZE) == {
         "height": 32,
         "width": 64,

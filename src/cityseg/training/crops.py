@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.errors import UsageError
+from cityseg.errors import DataError, UsageError
 from cityseg.inference.sliding import Window, tile_starts
 from cityseg.training.models import nearest_valid, required_stride
 
@@ -108,8 +108,9 @@ def val_note(size: Size, crop: Size) -> str:
     """The training log's line on how val mIoU is computed with crops."""
     window = val_window(crop)
     count = len(val_tiles(size, crop))
+    tiles = "1 tile" if count == 1 else f"{count} tiles"
     note = (
-        f"val: each {size[0]}x{size[1]} image scored as {count} tiles of {crop[0]}x{crop[1]} "
+        f"val: each {size[0]}x{size[1]} image scored as {tiles} of {crop[0]}x{crop[1]} "
         f"(a sliding window at stride = crop, each pixel once), as `cityseg evaluate "
         f"--slide {window}`"
     )
@@ -123,9 +124,12 @@ def card_crop(card: dict[str, Any]) -> Size | None:
     """The crop a bundle was trained on, or None (whole images, or a card from before
     crops were recorded)."""
     crop = card.get("crop")
-    if not isinstance(crop, dict):
+    if crop is None:
         return None
-    return int(crop["height"]), int(crop["width"])
+    try:
+        return int(crop["height"]), int(crop["width"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"the model card's crop record {crop!r} is damaged ({exc})") from exc
 
 
 def crop_card_field(crop: Size | None, size: Size) -> dict[str, Any] | None:
