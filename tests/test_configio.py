@@ -14,12 +14,14 @@ from cityseg.serve.settings import SETTINGS_ENV, settings_from_env, settings_to_
 
 
 def test_train_config_round_trips_through_json_types() -> None:
-    config = TrainConfig(data=Path("d"), epochs=3, optimizer=Optimizer.sgd, name="x")
+    config = TrainConfig(data=Path("d"), epochs=3, optimizer=Optimizer.sgd, name="x", crop=(32, 64))
     record = config_to_json(config)
-    assert record["data"] == "d" and record["optimizer"] == "sgd"
+    assert record["data"] == "d" and record["optimizer"] == "sgd" and record["crop"] == [32, 64]
     assert json.loads(json.dumps(record)) == record
     back = config_from_json(TrainConfig, {**record, "classes": ["a"], "versions": {}}, "c.json")
     assert back == config and isinstance(back.data, Path) and back.optimizer is Optimizer.sgd
+    del record["crop"]  # a run from before `--crop`
+    assert config_from_json(TrainConfig, record, "c.json").crop is None
 
 
 def test_a_bad_value_is_one_line_naming_the_field() -> None:

@@ -225,6 +225,10 @@ class TrainConfig:
     """Width of the first U-Net-from-scratch block (64 is the classic 31M-parameter net)."""
     height: int = 512
     width: int = 1024
+    crop: tuple[int, int] | None = None
+    """(height, width) of the random window each training image is cut to once at
+    height x width (`--crop`); the model is built at this size and val is scored on
+    tiles of it. None: whole images."""
     epochs: int = 40
     batch: int = 8
     lr: float = 1e-3

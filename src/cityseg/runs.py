@@ -115,14 +115,15 @@ def _training_folder(run_dir: Path, recorded_run: object) -> Path | None:
 CONFIG_NAME = "config.json"
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """`512x1024` -> (512, 1024): height first, as Keras and the CLI's help say."""
+def parse_size(text: str, option: str = "--size") -> tuple[int, int]:
+    """`512x1024` -> (512, 1024): height first, as Keras and the CLI's help say; `option`
+    names the flag in messages (`--crop` takes sizes too)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX*,]\s*(\d+)\s*", text)
     if not match:
-        raise UsageError(f"--size must look like HEIGHTxWIDTH (e.g. 512x1024), got {text!r}")
+        raise UsageError(f"{option} must look like HEIGHTxWIDTH (e.g. 512x1024), got {text!r}")
     height, width = int(match[1]), int(match[2])
     if height < 16 or width < 16:
-        raise UsageError(f"--size {text} is too small; use at least 16x16")
+        raise UsageError(f"{option} {text} is too small; use at least 16x16")
     return height, width
 
 

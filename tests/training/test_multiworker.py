@@ -100,8 +100,8 @@ def test_two_workers_train_resume_and_end_with_identical_weights(
     args = [
         "train", "--data", str(train_data), "--project", str(project), "--name", "mw",
         "--arch", "pspnet", "--backbone", "resnet18", "--weights", "none",
-        "--size", "48x96", "--epochs", "2", "--batch", "4", "--steps-per-epoch", "2",
-        "--aug", "none", "--patience", "0", "--precision", "float32",
+        "--size", "48x96", "--crop", "48x48", "--epochs", "2", "--batch", "4",
+        "--steps-per-epoch", "2", "--aug", "none", "--patience", "0", "--precision", "float32",
     ]  # fmt: skip
     killed = finish(start_workers(tmp_path, "first", 1, args))
     assert [code for code, _ in killed] == [-signal.SIGKILL] * 2, killed
@@ -136,14 +136,19 @@ def test_two_workers_train_resume_and_end_with_identical_weights(
 
 
 def assert_val_miou_is_over_the_whole_split(run_dir: Path, data: Path, logged: float) -> None:
-    """Each worker scored half of val; their sum must equal scoring all of it at once."""
+    """Each worker scored half of val (as 48x48 tiles of the 48x96 images: the run trains
+    on random crops, each worker drawing its own); their sum must equal scoring all of
+    it at once."""
     from cityseg.evaluation.metrics import ConfusionMatrix
     from cityseg.inference.bundle import load_bundle
     from cityseg.training.models import build_from_card
     from cityseg.training.pipeline import DataConfig, make_dataset
 
     bundle = load_bundle(run_dir / "last", build_from_card)
-    config = DataConfig(height=48, width=96, batch_size=2, aug="none", scheme="categories")
+    assert bundle.model.input_shape == (None, 48, 48, 3)  # resumed at the crop, too
+    config = DataConfig(
+        height=48, width=96, batch_size=2, aug="none", scheme="categories", crop=(48, 48)
+    )
     confusion = ConfusionMatrix(8)
     for images, masks in make_dataset(data, "val", config, training=False):
         probs = bundle.model.predict(images, verbose=0)

@@ -20,12 +20,13 @@ def optional_path(value: PathLike | None) -> Path | None:
     return None if value is None else Path(value)
 
 
-def size_of(value: str | tuple[int, int] | None) -> tuple[int, int] | None:
-    """`"512x1024"` or `(512, 1024)` as (height, width), checked as `--size` is."""
+def size_of(value: str | tuple[int, int] | None, name: str = "size") -> tuple[int, int] | None:
+    """`"512x1024"` or `(512, 1024)` as (height, width), checked as `--size` is (or as
+    the flag `name` says: `crop`)."""
     if value is None:
         return None
     if isinstance(value, str):
-        return parse_size(value)
+        return parse_size(value, f"--{name}")
     if len(value) != 2 or not all(isinstance(v, int) for v in value):
-        raise UsageError(f"size must be (height, width) or 'HEIGHTxWIDTH', got {value!r}")
-    return parse_size(f"{value[0]}x{value[1]}")
+        raise UsageError(f"{name} must be (height, width) or 'HEIGHTxWIDTH', got {value!r}")
+    return parse_size(f"{value[0]}x{value[1]}", f"--{name}")

@@ -208,7 +208,8 @@ def train(
 ) -> Run:
     """Train as `cityseg train` does and return the run: `config` (default `TrainConfig()`)
     with `overrides` (any `TrainConfig` field, e.g. `epochs=5`, plus `size="256x512"` or
-    `size=(256, 512)` for height and width). `resume` continues a run folder with its
+    `size=(256, 512)` for height and width; `crop="256x256"` or `(256, 256)` trains on
+    random crops, see `cityseg.training.crops`). `resume` continues a run folder with its
     saved config, as `--resume`; `callbacks` are extra Keras callbacks; `verbose=False`
     keeps only the warnings of training's messages (its epoch lines among them). The
     returned run's `report` is what training reported.
@@ -239,6 +240,8 @@ def with_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfi
         size = size_of(changes.pop("size"))
         if size is not None:
             changes["height"], changes["width"] = size
+    if changes.get("crop") is not None:
+        changes["crop"] = size_of(changes["crop"], "crop")
     fields = {field.name for field in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(changes) - fields)
     if unknown:

@@ -82,6 +82,25 @@ def size_option(help: str) -> Any:
 
 InputSize = Annotated[Size, size_option("Input HEIGHTxWIDTH.")]
 """`--size` of train and tune: the size the model trains at (the default: TrainConfig's)."""
+
+
+def parse_crop_option(value: str | Size) -> Size:
+    """typer's `parser=` for `--crop`: a size, named `--crop` in its messages."""
+    return value if isinstance(value, Size) else Size(*parse_size(value, "--crop"))
+
+
+Crop = Annotated[
+    Size | None,
+    typer.Option(
+        parser=parse_crop_option,
+        metavar="<HxW>",
+        help="Train on one random HxW window of each image (at --size); val on HxW tiles.",
+        show_default=False,
+    ),
+]
+"""`--crop` of train and tune (`cityseg.training.crops`)."""
+
+
 Model = Annotated[Path | None, typer.Option(help=MODEL_HELP)]
 """`--model` of the commands that run any model format (evaluate, predict, serve)."""
 Data = Annotated[Path | None, typer.Option(help=DATA_HELP, show_default=False)]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cityseg.cli.options import Command, InputSize, Size, note, out
+from cityseg.cli.options import Command, Crop, InputSize, Size, note, out
 from cityseg.config import TrainConfig, TuneConfig
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ TuneProject = Annotated[Path, typer.Option(help="Folder holding the studies.")]
 def tune(
     data: Annotated[Path, typer.Option(help="Prepared dataset.")] = TRAIN.data,
     size: InputSize = SIZE,
+    crop: Crop = None,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs per trial.")] = TRAIN.epochs,
     arch: Searched = None,
     backbone: Searched = None,
@@ -93,7 +94,8 @@ def tune(
     report = run_study(
         space=chosen, study=study, trials=trials, timeout=timeout, objective=objective,
         storage=storage, project=project, prune=prune, heartbeat=heartbeat, seed=seed,
-        data=data, size=size.pair, epochs=epochs, patience=patience,
+        data=data, size=size.pair, crop=None if crop is None else crop.pair, epochs=epochs,
+        patience=patience,
     )  # fmt: skip
     for best in report.best:
         scores = "  ".join(f"{name} {value:.4g}" for name, value in best.values.items())

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from cityseg.cli.options import Command, InputSize, Size, out
+from cityseg.cli.options import Command, Crop, InputSize, Size, out
 from cityseg.config import (
     Arch,
     Augmentation,
@@ -115,6 +115,7 @@ def train(
     weights: Weights = TRAIN.weights,
     scheme: Scheme = TRAIN.scheme,
     size: InputSize = SIZE,
+    crop: Crop = None,
     epochs: Epochs = TRAIN.epochs,
     batch: Batch = TRAIN.batch,
     lr: Lr = TRAIN.lr,
@@ -139,6 +140,7 @@ def train(
     settings = dict(locals())  # the flags by name: each is a `cityseg.train` keyword
     del settings["list_choices"]
     settings["size"] = size.pair
+    settings["crop"] = None if crop is None else crop.pair
     _train_and_print(settings)
 
 

@@ -96,6 +96,9 @@ def _fill_config(row: RunRow, config: dict[str, Any]) -> None:
         row.backbone = f"{config.get('base_filters', '?')} filters"
     if config.get("height") and config.get("width"):
         row.size = f"{config['height']}x{config['width']}"
+        crop = config.get("crop")
+        if isinstance(crop, list) and len(crop) == 2:
+            row.size += f" crop {crop[0]}x{crop[1]}"
     row.planned_epochs = config.get("epochs")
 
 

@@ -8,7 +8,9 @@ to the training size with OpenCV (bilinear image, nearest mask so class ids stay
 optionally cached, augmented with albumentations, both through `tf.numpy_function` on
 uint8 arrays, then batched and prefetched so the accelerator never waits for the CPU.
 When `cityseg prepare --size` stored copies at the training size (`cityseg.dataset.sized`), the
-pipeline reads those instead: the same pixels, without decoding full-size PNGs.
+pipeline reads those instead: the same pixels, without decoding full-size PNGs. With a
+`crop` (`train --crop`), each training sample is cut to a random window after resizing
+and before augmenting, and validation images to tiles (`cityseg.training.crops`).
 
 Images leave the pipeline as float32 RGB in 0..255: normalisation belongs to the model,
 so a saved model bundle carries it and `predict` cannot forget it.
@@ -36,6 +38,7 @@ from cityseg.dataset.manifest import MANIFEST_NAME
 from cityseg.errors import UsageError
 from cityseg.images import png_header, resize_image, resize_mask
 from cityseg.training.augment import build_augmentation, check_preset
+from cityseg.training.crops import IGNORE, RandomCrop, val_tiles
 
 if TYPE_CHECKING:
     import albumentations
@@ -59,22 +62,38 @@ class DataConfig:
     is shuffled whole, which costs a few bytes per image."""
     seed: int = 0
     scheme: str = "categories"
+    crop: tuple[int, int] | None = None
+    """(height, width) of the random window each training sample is cut to, after
+    resizing to height x width; validation then yields tiles of this size. None: whole
+    images."""
 
     def __post_init__(self) -> None:
         # Checked here so a bad option fails in one line before TensorFlow is even imported.
         for name in ("height", "width", "batch_size", "shuffle_buffer"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UsageError(f"{name} must be a positive integer (got {value!r})")
+            _check_positive(name, getattr(self, name))
         check_preset(self.aug)
         if self.cache is not None and not self.cache.strip():
             raise UsageError('cache must be "memory" or a file path prefix (got an empty string)')
+        if self.crop is not None:
+            for value in self.crop:
+                _check_positive("crop", value)
+            if self.crop[0] > self.height or self.crop[1] > self.width:
+                raise UsageError(
+                    f"crop {self.crop[0]}x{self.crop[1]} does not fit in the size "
+                    f"{self.height}x{self.width}"
+                )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
 
 
-# ----------------------------------------------------------------------------- augmentation
+def _check_positive(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UsageError(f"{name} must be a positive integer (got {value!r})")
 
 
-# ----------------------------------------------------------------------------- resizing
+# ----------------------------------------------------------------------------- per-sample steps
 
 
 class _Resizer:
@@ -88,7 +107,7 @@ class _Resizer:
 
 
 class _Augmenter:
-    """`tf.numpy_function` target: (optionally resizes, then) applies a preset.
+    """`tf.numpy_function` step: applies a preset.
 
     tf.data calls it from several threads at once, and an albumentations Compose keeps
     per-call state on itself (each transform's `params`, the Compose's list flags), so
@@ -97,10 +116,9 @@ class _Augmenter:
     bit for bit, since threads pick up images in whatever order they finish.
     """
 
-    def __init__(self, name: str, seed: int, resize: _Resizer | None = None) -> None:
+    def __init__(self, name: str, seed: int) -> None:
         self._name = name
         self._seed = seed
-        self._resize = resize
         self._local = threading.local()
         self._threads = count()
         self._lock = threading.Lock()
@@ -116,10 +134,30 @@ class _Augmenter:
         return compose
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if self._resize is not None:
-            image, mask = self._resize(image, mask)
         out = self._compose()(image=image, mask=mask)
         return np.ascontiguousarray(out["image"]), np.ascontiguousarray(out["mask"])
+
+
+@dataclass(frozen=True)
+class _TrainingSample:
+    """`tf.numpy_function` target: a training sample's steps in one Python call: resize
+    (unless a cache holds resized pixels already), crop (given the sample's draw), then
+    augment; each step is optional."""
+
+    resize: _Resizer | None
+    crop: RandomCrop | None
+    augment: _Augmenter | None
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, *draw: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.resize is not None:
+            image, mask = self.resize(image, mask)
+        if self.crop is not None:
+            image, mask = self.crop(image, mask, draw[0])
+        if self.augment is not None:
+            image, mask = self.augment(image, mask)
+        return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
 # ----------------------------------------------------------------------------- the manifest
@@ -155,7 +193,11 @@ def input_note(root: Path, split: str, config: DataConfig) -> str:
 def steps_per_epoch(root: Path, split: str, config: DataConfig, *, training: bool = True) -> int:
     """Batches per pass over the split, as `make_dataset` yields them."""
     size = len(split_entries(root, split, config.scheme))
-    return size // config.batch_size if training else math.ceil(size / config.batch_size)
+    if training:
+        return size // config.batch_size
+    if config.crop is not None:  # each val image yields its tiles
+        size *= len(val_tiles(config.size, config.crop))
+    return math.ceil(size / config.batch_size)
 
 
 # ----------------------------------------------------------------------------- tf.data
@@ -199,24 +241,27 @@ def make_dataset(
 ) -> tf.data.Dataset:
     """Batches of (float32 images (B,H,W,3) in 0..255, uint8 masks (B,H,W)) from a split.
 
-    `training` shuffles (seeded, differently each epoch), augments, and drops a last
-    partial batch so every step sees `batch_size` images; otherwise the order is the
-    manifest's and every image appears exactly once. `shard` (count, index) keeps every
-    count-th file from index on, before anything is read: each worker of a multi-worker
-    run decodes only its own share.
+    `training` shuffles (seeded, differently each epoch), crops and augments, and drops a
+    last partial batch so every step sees `batch_size` images; otherwise the order is the
+    manifest's and every image appears exactly once (as its tiles, with a crop). `shard`
+    (count, index) keeps every count-th file from index on, before anything is read: each
+    worker of a multi-worker run decodes only its own share.
     """
     from cityseg._tf import tf
 
     root = Path(root)
     entries = _entries_for(root, split, config, training=training, shard=shard)
-    stages = _Stages(config, training)
+    stages = _Stages(config, training, shard_index=0 if shard is None else shard[1])
     files = ([str(root / e["image"]) for e in entries], [str(root / e["mask"]) for e in entries])
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if training and config.cache is None:
         dataset = dataset.shuffle(len(entries), seed=config.seed, reshuffle_each_iteration=True)
+        dataset = stages.with_draws(dataset)
     dataset = stages.map(dataset, stages.load)
     if config.cache is not None:
         dataset = _cache_then_augment(dataset, stages, root, split, entries)
+    if stages.tiler is not None:
+        dataset = stages.map(dataset, stages.tiler).unbatch()
     dataset = dataset.batch(config.batch_size, drop_remainder=training)
     # Cast after batching: one large op per batch instead of one per image.
     dataset = stages.map(dataset, lambda image, mask: (tf.cast(image, tf.float32), mask))
@@ -241,22 +286,31 @@ def _entries_for(
 
 
 class _Stages:
-    """The per-image steps of the pipeline: decode, resize, augment, in tf.data maps.
+    """The per-image steps of the pipeline: decode, resize, crop, augment, in tf.data maps.
 
     Training lets a slow PNG be overtaken (non-deterministic maps); evaluation keeps the
-    manifest's order. Without a cache nothing sits between resizing and augmenting, so
-    the two run as one Python call per image.
+    manifest's order. Without a cache nothing sits between resizing and the training
+    steps, so they all run as one Python call per image (`_TrainingSample`).
     """
 
-    def __init__(self, config: DataConfig, training: bool) -> None:
+    def __init__(self, config: DataConfig, training: bool, shard_index: int = 0) -> None:
         self.config = config
-        self.size = (config.height, config.width)
         self.deterministic = not training
-        self.resizer = _Resizer(*self.size)
-        self.augmenter: _Augmenter | None = None
+        self.resizer = _Resizer(*config.size)
+        cropper = RandomCrop(config.crop) if training and config.crop is not None else None
+        augmenter = None
         if training and config.aug != "none":
+            augmenter = _Augmenter(config.aug, config.seed)
+        self.sample: _TrainingSample | None = None
+        if cropper is not None or augmenter is not None:
             fused = self.resizer if config.cache is None else None
-            self.augmenter = _Augmenter(config.aug, config.seed, fused)
+            self.sample = _TrainingSample(fused, cropper, augmenter)
+        self.out_size = cropper.crop if cropper is not None else config.size
+        """The size of the samples the training steps give."""
+        self.draw_seed = int(
+            np.random.SeedSequence([config.seed, shard_index]).generate_state(1)[0]
+        )
+        self.tiler = _ValTiler(config.size, config.crop) if config.crop and not training else None
 
     def map(self, dataset: tf.data.Dataset, function: Callable[..., Any]) -> tf.data.Dataset:
         from cityseg._tf import tf
@@ -265,35 +319,76 @@ class _Stages:
             function, num_parallel_calls=tf.data.AUTOTUNE, deterministic=self.deterministic
         )
 
+    def with_draws(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
+        """Each element with one random int64 that places its crop, when there is one.
+
+        Zipped before the parallel maps, a draw travels with its sample: where the k-th
+        sample of an epoch is cut depends only on the seed and the epoch, not on thread
+        timing (the augmentations' draws are per thread). Each input pipeline (a worker of
+        a multi-worker run) has its own stream, so workers cut their k-th samples at
+        different places; every epoch (and every `repeat`) draws afresh.
+        """
+        from cityseg._tf import tf
+
+        if self.sample is None or self.sample.crop is None:
+            return dataset
+        draws = tf.data.Dataset.random(seed=self.draw_seed, rerandomize_each_iteration=True)
+        return tf.data.Dataset.zip(dataset, draws).map(lambda pair, draw: (*pair, draw))
+
     def in_numpy(
         self,
-        function: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]],
-        image: tf.Tensor,
-        mask: tf.Tensor,
+        function: Callable[..., tuple[np.ndarray, np.ndarray]],
+        tensors: list[tf.Tensor],
+        size: tuple[int, int],
         *,
         stateful: bool,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         from cityseg._tf import tf
 
-        image, mask = tf.numpy_function(
-            function, [image, mask], (tf.uint8, tf.uint8), stateful=stateful
-        )
+        image, mask = tf.numpy_function(function, tensors, (tf.uint8, tf.uint8), stateful=stateful)
         # numpy_function forgets shapes; batching and Keras need them back.
-        return tf.ensure_shape(image, (*self.size, 3)), tf.ensure_shape(mask, self.size)
+        return tf.ensure_shape(image, (*size, 3)), tf.ensure_shape(mask, size)
 
-    def load(self, image_path: tf.Tensor, mask_path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def load(
+        self, image_path: tf.Tensor, mask_path: tf.Tensor, *draw: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         from cityseg._tf import tf
 
         # TensorFlow decodes outside the GIL; OpenCV resizes (see `resize_image`).
         image = tf.io.decode_png(tf.io.read_file(image_path), channels=3)
         mask = tf.io.decode_png(tf.io.read_file(mask_path), channels=1)[..., 0]
-        if self.augmenter is not None and self.config.cache is None:
-            return self.in_numpy(self.augmenter, image, mask, stateful=True)
-        return self.in_numpy(self.resizer, image, mask, stateful=False)
+        if self.sample is not None and self.config.cache is None:
+            return self.train_steps(image, mask, *draw)
+        return self.in_numpy(self.resizer, [image, mask], self.config.size, stateful=False)
 
-    def augment(self, image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        assert self.augmenter is not None
-        return self.in_numpy(self.augmenter, image, mask, stateful=True)
+    def train_steps(
+        self, image: tf.Tensor, mask: tf.Tensor, *draw: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        assert self.sample is not None
+        stateful = self.sample.augment is not None
+        return self.in_numpy(self.sample, [image, mask, *draw], self.out_size, stateful=stateful)
+
+
+class _ValTiler:
+    """tf.data map: a val (image, mask) at the training size -> its stacked tiles, each
+    mask tile ignore (255) where an earlier tile already scored it (`crops.val_tiles`)."""
+
+    def __init__(self, size: tuple[int, int], crop: tuple[int, int]) -> None:
+        self.crop = crop
+        self.tiles = val_tiles(size, crop)
+
+    def __call__(self, image: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        from cityseg._tf import tf
+
+        height, width = self.crop
+        images, masks = [], []
+        for top, left, owned in self.tiles:
+            images.append(image[top : top + height, left : left + width])
+            tile = mask[top : top + height, left : left + width]
+            if not owned.all():
+                tile = tf.where(tf.constant(owned), tile, tf.constant(IGNORE, tf.uint8))
+            masks.append(tile)
+        return tf.stack(images), tf.stack(masks)
 
 
 def _cache_then_augment(
@@ -303,7 +398,8 @@ def _cache_then_augment(
     split: str,
     entries: list[dict[str, Any]],
 ) -> tf.data.Dataset:
-    """Cache resized uint8 pixels, before augmentation: every epoch still augments anew."""
+    """Cache resized uint8 pixels, before cropping and augmenting: every epoch still
+    crops and augments anew."""
     config = stages.config
     if config.cache == "memory":
         dataset = dataset.cache()
@@ -315,4 +411,6 @@ def _cache_then_augment(
         return dataset
     buffer = min(config.shuffle_buffer, len(entries))
     dataset = dataset.shuffle(buffer, seed=config.seed, reshuffle_each_iteration=True)
-    return dataset if stages.augmenter is None else stages.map(dataset, stages.augment)
+    if stages.sample is None:
+        return dataset
+    return stages.map(stages.with_draws(dataset), stages.train_steps)

@@ -29,6 +29,7 @@ from cityseg.errors import CitysegError, DataError
 from cityseg.fsutil import atomic_write_json
 from cityseg.runs import CONFIG_NAME, next_run_dir
 from cityseg.training.cluster import Cluster, choose_strategy, join_cluster, read_cluster
+from cityseg.training.crops import check_crop, crop_card_field, val_note
 
 if TYPE_CHECKING:
     from cityseg.training.callbacks import NanGuard, RunCheckpoints
@@ -179,6 +180,8 @@ def train(
         )
     scheme_info = index["schemes"][config.scheme]
     models.check_size(config.arch, config.backbone, config.height, config.width)
+    if config.crop is not None:
+        check_crop(config.arch, config.backbone, config.crop, (config.height, config.width))
     plan = _Plan(
         config=config,
         strategy=make_strategy(kind, cluster, config.worker_timeout),
@@ -268,8 +271,16 @@ def _inputs(plan: _Plan) -> _Inputs:
         cache=config.cache,
         seed=config.seed,
         scheme=config.scheme,
+        crop=config.crop,
     )
     logger.info(data_lib.input_note(config.data, "train", data_config))
+    if config.crop is not None:
+        size, crop = data_config.size, config.crop
+        logger.info(
+            f"crop: one random {crop[0]}x{crop[1]} window of each {size[0]}x{size[1]} image"
+        )
+        if plan.has_val:
+            logger.info(val_note(size, crop))
     steps = data_lib.steps_per_epoch(config.data, "train", data_config)
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
@@ -315,8 +326,8 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any) -> tuple[Any, A
         arch=config.arch,
         backbone=config.backbone,
         num_classes=len(plan.classes),
-        height=config.height,
-        width=config.width,
+        height=model_size(config)[0],
+        width=model_size(config)[1],
         weights="none" if plan.state else config.weights,
         base_filters=config.base_filters,
     )
@@ -388,6 +399,7 @@ def _card_maker(
     def card(summary: dict[str, Any]) -> dict[str, Any]:
         return {
             **models.card_fields(spec),
+            "crop": crop_card_field(config.crop, (config.height, config.width)),
             "scheme": config.scheme,
             "classes": plan.classes,
             "palette": plan.palette,
@@ -493,10 +505,17 @@ def _fit(
             f"cityseg train --resume {where}"
         ) from None
     except tf.errors.ResourceExhaustedError as exc:
+        size = "--crop" if config.crop else "--size"
+        height, width = model_size(config)
         raise CitysegError(
-            f"out of memory at --batch {config.batch} and --size "
-            f"{config.height}x{config.width}; lower one of them"
+            f"out of memory at --batch {config.batch} and {size} {height}x{width}; "
+            "lower one of them"
         ) from exc
+
+
+def model_size(config: TrainConfig) -> tuple[int, int]:
+    """(height, width) the model is built at: the crop, or the whole training size."""
+    return config.crop if config.crop is not None else (config.height, config.width)
 
 
 def _optimizer(config: TrainConfig, steps: int, keras: Any) -> Any:

@@ -102,8 +102,11 @@ def retrain_command(base: TrainConfig, params: dict[str, Any]) -> str:
     for name in ALWAYS_IN_COMMANDS:
         words += [f"--{name}", str(_plain(getattr(config, name)))]
     words += ["--size", f"{config.height}x{config.width}", "--epochs", str(config.epochs)]
+    if config.crop is not None:
+        words += ["--crop", f"{config.crop[0]}x{config.crop[1]}"]
+    sizes = ("height", "width", "crop", "epochs")
     for name in config.__dataclass_fields__:
-        if name in (*NEVER_IN_COMMANDS, *ALWAYS_IN_COMMANDS, "height", "width", "epochs"):
+        if name in (*NEVER_IN_COMMANDS, *ALWAYS_IN_COMMANDS, *sizes):
             continue
         value = getattr(config, name)
         if value != getattr(defaults, name) and value is not None:

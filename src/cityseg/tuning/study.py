@@ -152,6 +152,8 @@ def _identity(base: TrainConfig, space: SearchSpace, settings: TuneConfig) -> di
     fixed = config_to_json(base)
     for name in ("project", "name", "worker_timeout", "cache"):
         fixed.pop(name, None)
+    if fixed.get("crop") is None:  # as studies recorded before crops existed
+        fixed.pop("crop", None)
     return {"space": space.to_json(), "train": fixed, "objectives": list(settings.objectives)}
 
 
