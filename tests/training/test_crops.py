@@ -248,9 +248,10 @@ def test_a_crop_run_builds_at_the_crop_and_validates_as_evaluate_slides(
     assert any("4 tiles of 32x64" in m and "--slide 32x64:32x64" in m for m in messages)
     run = tmp_path / "runs" / "crop"
     assert json.loads((run / "config.json").read_text())["crop"] == [32, 64]
+    # Trained at the crop, the bundle runs whole 64x128 images, as any other run's does.
     bundle = load_bundle(run / "best", build_from_card)
-    assert bundle.model.input_shape == (None, 32, 64, 3)
-    assert (bundle.card["height"], bundle.card["width"]) == (32, 64)
+    assert bundle.model.input_shape == (None, 64, 128, 3)
+    assert (bundle.card["height"], bundle.card["width"]) == (64, 128)
     assert card_crop(bundle.card) == (32, 64) and bundle.card["crop"]["image_width"] == 128
 
     with (run / "metrics.csv").open() as handle:

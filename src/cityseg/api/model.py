@@ -80,6 +80,7 @@ class Model:
         self.path, self._card = read_card(Path(path))
         """The model folder (for a model.tflite path, the folder holding it)."""
         self._loaded: LoadedModel | None = None
+        self._loaded_at: dict[tuple[int, int], LoadedModel] = {}
 
     # ----------------------------------------------------------------------- the card
 
@@ -204,12 +205,18 @@ class Model:
 
     def predictor(self, *, tta: bool = False, slide: str | Window | None = None) -> Predictor:
         """The `Predictor` predict, evaluate and serve share, over this loaded model."""
-        from cityseg.inference.predictor import Predictor
+        from cityseg.inference.predictor import Predictor, sliding_size
         from cityseg.inference.runtimes import open_model
 
+        window = as_window(slide)
+        size = sliding_size(self.path, window)
+        if size is not None:  # a bundle rebuilt at the window's size, kept for the next call
+            if size not in self._loaded_at:
+                self._loaded_at[size] = open_model(self.path, size=size)
+            return Predictor(self._loaded_at[size], tta_flip=tta, window=window)
         if self._loaded is None:
             self._loaded = open_model(self.path)
-        return Predictor(self._loaded, tta_flip=tta, window=as_window(slide))
+        return Predictor(self._loaded, tta_flip=tta, window=window)
 
     # ----------------------------------------------------------------------- evaluate
 

@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 
 from cityseg.config import DEFAULT_PROJECT
-from cityseg.errors import CitysegError
+from cityseg.errors import CitysegError, UsageError
 from cityseg.images import resize_image
-from cityseg.inference.bundle import CARD_NAME, card_input_size, card_palette
-from cityseg.inference.runtimes import LoadedModel, Runtime, open_model
+from cityseg.inference.bundle import CARD_NAME, card_input_size, card_palette, read_card
+from cityseg.inference.runtimes import KERAS, LoadedModel, Runtime, model_format, open_model
 from cityseg.inference.sliding import Window, slide_probabilities
 
 logger = logging.getLogger(__name__)
@@ -194,4 +194,28 @@ def load_predictor(
     window: Window | None = None,
 ) -> Predictor:
     """A predictor for `model` (a bundle or an export), or for the newest run's best bundle."""
-    return Predictor(open_model(resolve_model(model, project)), tta_flip=tta_flip, window=window)
+    path = resolve_model(model, project)
+    loaded = open_model(path, size=sliding_size(path, window))
+    return Predictor(loaded, tta_flip=tta_flip, window=window)
+
+
+def sliding_size(path: Path, window: Window | None) -> tuple[int, int] | None:
+    """The size to open the model at for `window`, or None for its own.
+
+    A Keras bundle is rebuilt at the window's crop: its weights do not depend on the size,
+    and each tile then meets the model pixel for pixel (a `--crop` run trained at exactly
+    that size). An export is fixed at its size, and an architecture the crop does not fit
+    (PSPNet's stride of 48) keeps its own: those tiles are resized to the model.
+    """
+    from cityseg.training.models import spec_from_card
+
+    if window is None:
+        return None
+    _, card = read_card(path)
+    if model_format(card) != KERAS or window.crop == card_input_size(card):
+        return None
+    try:
+        spec_from_card(card, height=window.crop[0], width=window.crop[1])
+    except UsageError:
+        return None
+    return window.crop

@@ -396,9 +396,13 @@ def _card_maker(
 
     config = plan.config
 
+    # A crop-trained model is fully convolutional: its card names the whole training size,
+    # so predict, evaluate and export run it on whole images as they would any other run.
+    inference_spec = dataclasses.replace(spec, height=config.height, width=config.width)
+
     def card(summary: dict[str, Any]) -> dict[str, Any]:
         return {
-            **models.card_fields(spec),
+            **models.card_fields(inference_spec),
             "crop": crop_card_field(config.crop, (config.height, config.width)),
             "scheme": config.scheme,
             "classes": plan.classes,
