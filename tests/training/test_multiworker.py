@@ -145,13 +145,15 @@ def assert_val_miou_is_over_the_whole_split(run_dir: Path, data: Path, logged: f
     from cityseg.training.pipeline import DataConfig, make_dataset
 
     bundle = load_bundle(run_dir / "last", build_from_card)
-    assert bundle.model.input_shape == (None, 48, 48, 3)  # resumed at the crop, too
+    assert (bundle.card["height"], bundle.card["width"]) == (48, 96)  # runs whole images
+    assert (bundle.card["crop"]["height"], bundle.card["crop"]["width"]) == (48, 48)
+    at_crop = load_bundle(run_dir / "last", lambda c: build_from_card({**c, "width": 48}))
     config = DataConfig(
         height=48, width=96, batch_size=2, aug="none", scheme="categories", crop=(48, 48)
     )
     confusion = ConfusionMatrix(8)
     for images, masks in make_dataset(data, "val", config, training=False):
-        probs = bundle.model.predict(images, verbose=0)
+        probs = at_crop.model.predict(images, verbose=0)
         confusion.update(masks.numpy(), probs.argmax(-1))
     assert confusion.scores().mean_iou == pytest.approx(logged, abs=1e-6)
 
