@@ -33,6 +33,7 @@ from cityseg.config import (
 )
 from cityseg.inference.bundle import read_card
 from cityseg.inference.predictor import newest_bundle
+from cityseg.inference.pretrained import named_or_path
 from cityseg.inference.runtimes import model_format
 from cityseg.inference.sliding import Window, as_window
 from cityseg.logs import api_messages
@@ -60,8 +61,9 @@ logger = logging.getLogger(__name__)
 
 
 class Model:
-    """A bundle or export folder (or its model.tflite / model.onnx); None: the newest
-    run's best bundle under `project`, as every CLI command defaults to. `verbose` shows
+    """A bundle or export folder (or its model.tflite / model.onnx), or a pretrained
+    model's name ("segformer-b0-cityscapes", `cityseg.inference.pretrained`); None: the
+    newest run's best bundle under `project`, as every CLI command defaults to. `verbose` shows
     the bars and messages of its calls (messages: the "cityseg" logger, see
     `cityseg.logs`); `verbose=False` keeps only the warnings."""
 
@@ -77,7 +79,9 @@ class Model:
             with api_messages(verbose):
                 path = newest_bundle(Path(project))
                 logger.info(f"model: {path} (the newest run's best under {project})")
-        self.path, self._card = read_card(Path(path))
+        with api_messages(verbose):  # a pretrained name is built into a bundle once
+            folder, self._card = read_card(named_or_path(Path(path)))
+        self.path = folder
         """The model folder (for a model.tflite path, the folder holding it)."""
         self._loaded: LoadedModel | None = None
 

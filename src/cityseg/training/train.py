@@ -67,6 +67,7 @@ def package_versions() -> dict[str, str]:
         "tensorflow",
         "keras",
         "segmentation-models",
+        "keras-hub",
         "albumentations",
         "numpy",
         "opencv-python-headless",
@@ -319,6 +320,7 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any) -> tuple[Any, A
         width=config.width,
         weights="none" if plan.state else config.weights,
         base_filters=config.base_filters,
+        head=models.head_for(config.arch, config.weights, plan.classes),
     )
     model = models.build_model(spec)
     last = (plan.resumed or Path()) / "last"
