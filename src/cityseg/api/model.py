@@ -84,6 +84,7 @@ class Model:
         self.path = folder
         """The model folder (for a model.tflite path, the folder holding it)."""
         self._loaded: LoadedModel | None = None
+        self._predictors: dict[tuple[bool, Window | None], Predictor] = {}
 
     # ----------------------------------------------------------------------- the card
 
@@ -213,7 +214,10 @@ class Model:
 
         if self._loaded is None:
             self._loaded = open_model(self.path)
-        return Predictor(self._loaded, tta_flip=tta, window=as_window(slide))
+        key = (tta, as_window(slide))
+        if key not in self._predictors:  # one each: a loop of predict calls says things once
+            self._predictors[key] = Predictor(self._loaded, tta_flip=tta, window=key[1])
+        return self._predictors[key]
 
     # ----------------------------------------------------------------------- evaluate
 

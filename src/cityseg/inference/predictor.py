@@ -50,25 +50,14 @@ def resolve_model(model: Path | None, project: Path) -> Path:
     return found
 
 
-_ANNOUNCED: set[Path] = set()
-
-
-def default_window(card: dict[str, Any], path: Path) -> Window | None:
+def default_window(card: dict[str, Any]) -> Window | None:
     """A sliding window at the input size for square-only archs; None (whole images
-    resized to the model's size) for every other. Said once per model and process."""
+    resized to the model's size) for every other."""
     from cityseg.training.models import square_only
 
     if not square_only(str(card.get("arch", ""))):
         return None
-    height, width = int(card["height"]), int(card["width"])
-    window = Window.parse(f"{height}x{width}")
-    if path not in _ANNOUNCED:
-        _ANNOUNCED.add(path)
-        logger.info(
-            f"{card['arch']} takes square inputs only: sliding a {window} window over each "
-            "image at its own size (choose another with --slide)"
-        )
-    return window
+    return Window.parse(f"{card['height']}x{card['width']}")
 
 
 def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -125,7 +114,12 @@ class Predictor:
 
     def __post_init__(self) -> None:
         if self.window is None:
-            self.window = default_window(self.model.card, self.model.path)
+            self.window = default_window(self.model.card)
+            if self.window is not None:
+                logger.info(
+                    f"{self.card['arch']} takes square inputs only: sliding a {self.window} "
+                    "window over each image at its own size (choose another with --slide)"
+                )
 
     @property
     def card(self) -> dict[str, Any]:

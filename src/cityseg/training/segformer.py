@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 SEGFORMER_ARCHS = tuple(f"segformer-b{i}" for i in range(6))
 STRIDE = 32
 """MiT's four stages downsample by 4, 2, 2, 2, each exactly only on sides divisible."""
+MIN_SIDE = 2 * STRIDE
+"""At 32x32 the last stage is 1x1 and keras-hub's MiT fails to build (a None shape)."""
 NORMALISATION = "torch"
 """What the presets' image converter does: x / 255, minus ImageNet mean, over its std."""
 CITYSCAPES = "cityscapes"
@@ -120,13 +122,13 @@ def check_size(arch: str, height: int, width: int) -> None:
             f"(e.g. {min(height, width)}x{min(height, width)}) or with --crop HxW (a square "
             "crop), and predict with --slide (the default for square-only models)"
         )
-    if height % STRIDE:
+    if height % STRIDE or height < MIN_SIDE:
         from cityseg.training.models import nearest_valid
 
-        side = nearest_valid(height, STRIDE)
+        side = max(MIN_SIDE, nearest_valid(height, STRIDE))
         raise UsageError(
-            f"size {height}x{width} is not divisible by {STRIDE} for {arch}; nearest valid "
-            f"size: {side}x{side}"
+            f"size {height}x{width} is not divisible by {STRIDE} (or is below {MIN_SIDE}) for "
+            f"{arch}; nearest valid size: {side}x{side}"
         )
 
 
@@ -259,13 +261,14 @@ def build(spec: ModelSpec, *, offline_hint: str | None = None) -> keras.Model:
     SegFormer; `spec` is already validated). `offline_hint` ends the one line a failed
     preset download gives (by default: how to pass a local preset to `cityseg train`)."""
     mode = spec.weights.strip().lower()
-    if mode == CITYSCAPES:
-        cityscapes_handle(spec.arch)  # refused before a model is built for nothing
-    model = _assemble(spec)
     handle = preset_handle(spec.weights, spec.arch)
-    if handle is not None:
-        _load_preset(model, spec, handle, offline_hint)
-    elif mode == "imagenet":
+    if handle is not None:  # fetched and checked before a model is built for nothing
+        preset = _open_preset(spec, handle, offline_hint)
+        model = _assemble(spec)
+        _copy_preset(model, spec, preset)
+        return model
+    model = _assemble(spec)
+    if mode == "imagenet":
         logger.warning(
             f"warning: keras-hub has no ImageNet weights for {spec.arch}'s MiT encoder; "
             "starting from random weights (--weights cityscapes starts from Cityscapes)"
@@ -384,26 +387,42 @@ def cityscapes_handle(arch: str) -> str:
     return name
 
 
-def _load_preset(
-    model: keras.Model, spec: ModelSpec, handle: str, offline_hint: str | None
-) -> None:
-    """The preset's encoder and decoder weights, and its head where it fits the classes."""
+@dataclass(frozen=True)
+class _Preset:
+    name: str
+    kind: str
+    """One of "segmenter", "backbone" or "encoder" (`preset_kind`)."""
+    model: Any
+    """What keras-hub's `from_preset` built (at the preset's own input size)."""
+
+    @property
+    def backbone(self) -> Any:
+        return self.model.backbone if self.kind == "segmenter" else self.model
+
+
+def _open_preset(spec: ModelSpec, handle: str, offline_hint: str | None) -> _Preset:
+    """The preset `handle` through keras-hub, refused if it is another size than `spec`."""
     builtin = spec.weights.strip().lower() == CITYSCAPES
     name = cityscapes_handle(spec.arch) if builtin else handle
     kind = "segmenter" if builtin else preset_kind(Path(handle))
-    pretrained = _from_preset(name, kind, offline_hint or _train_hint(name))
+    preset = _Preset(name, kind, _from_preset(name, kind, offline_hint or _train_hint(name)))
+    encoder = preset.backbone if kind == "encoder" else preset.backbone.image_encoder
+    _check_matches(encoder, None if kind == "encoder" else preset.backbone, spec.arch, name)
+    return preset
+
+
+def _copy_preset(model: keras.Model, spec: ModelSpec, preset: _Preset) -> None:
+    """The preset's encoder and decoder weights, and its head where it fits the classes."""
     network = model.get_layer("segformer")
-    backbone = pretrained.backbone if kind == "segmenter" else pretrained
-    encoder = backbone if kind == "encoder" else backbone.image_encoder
-    _check_matches(encoder, backbone if kind != "encoder" else None, spec.arch, name)
-    target = network.image_encoder if kind == "encoder" else network
-    _copy_weights(target, backbone, name)
-    if kind != "segmenter":
+    target = network.image_encoder if preset.kind == "encoder" else network
+    _copy_weights(target, preset.backbone, preset.name)
+    name = preset.name
+    if preset.kind != "segmenter":
         logger.info(f"{spec.arch}: {name} holds no head; the head starts from random weights")
         return
-    classes = int(pretrained.num_classes)
+    classes = int(preset.model.num_classes)
     if spec.head in (HEAD_TRAINIDS, HEAD_CATEGORIES) and classes == TRAINID_CLASSES:
-        _copy_weights(model.get_layer("logits"), pretrained.output_segmentation_head, name)
+        _copy_weights(model.get_layer("logits"), preset.model.output_segmentation_head, name)
         return
     logger.info(
         f"{spec.arch}: the {classes}-class head of {name} does not fit these "
