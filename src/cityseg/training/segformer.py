@@ -14,21 +14,19 @@ so the side must be divisible by 32. Street images are run with a sliding window
 tiles (`cityseg.inference.sliding`).
 
 Pretrained starts come from keras-hub presets (`--weights cityscapes`, or a local preset
-folder that `save_to_preset` wrote), loaded with keras-hub's own `from_preset`. Their head
-predicts the 19 Cityscapes trainIds: kept as is for the `trainids` scheme; for the 8
-categories it is kept too, and a fixed layer sums its probabilities per category, so the
-model starts from exactly the pretrained answers; for any other classes it is re-initialised.
+folder that `save_to_preset` wrote), loaded with keras-hub's own `from_preset`
+(`cityseg.training.presets`). Their head predicts the 19 Cityscapes trainIds: kept as is
+for the `trainids` scheme; for the 8 categories it is kept too, and a fixed layer sums its
+probabilities per category, so the model starts from exactly the pretrained answers; for
+any other classes it is re-initialised.
 This module imports TensorFlow and keras-hub only inside the functions that build.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,6 +150,8 @@ def _check_weights(weights: str) -> None:
         return
     path = Path(weights).expanduser()
     if path.is_dir():
+        from cityseg.training.presets import preset_kind
+
         preset_kind(path)
         return
     from cityseg.training.models import WEIGHT_SUFFIXES
@@ -174,59 +174,11 @@ def _category_count() -> int:
     return len(labels.CATEGORY_NAMES)
 
 
-# --------------------------------------------------------------------------- presets
-
-
-def preset_handle(weights: str, arch: str) -> str | None:
-    """The keras-hub preset `weights` names (a builtin name or a local folder), if any."""
-    if weights.strip().lower() == CITYSCAPES:
-        return CITYSCAPES_PRESETS[arch]
-    path = Path(weights).expanduser()
-    return str(path) if path.is_dir() else None
-
-
-def preset_kind(folder: Path) -> str:
-    """How much of a SegFormer a local preset holds ("segmenter", "backbone" or
-    "encoder"), read from its JSON files (no TensorFlow)."""
-    classes = {name: _config_class(folder / name) for name in ("task.json", "config.json")}
-    if classes["task.json"] == "SegFormerImageSegmenter":
-        return "segmenter"
-    if classes["config.json"] == "SegFormerBackbone":
-        return "backbone"
-    if classes["config.json"] == "MiTBackbone":
-        return "encoder"
-    found = classes["task.json"] or classes["config.json"]
-    what = f"a keras-hub {found} preset" if found else "not a keras-hub preset (no config.json)"
-    raise CitysegError(
-        f"{folder} is {what}; pass a SegFormer preset folder (what "
-        "keras_hub.models.SegFormerImageSegmenter.save_to_preset writes)"
-    )
-
-
-def _config_class(path: Path) -> str | None:
-    try:
-        return str(json.loads(path.read_text()).get("class_name"))
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def preset_classes(weights: str) -> int | None:
-    """How many classes the head of the preset `weights` names predicts; None: no head."""
-    if weights.strip().lower() == CITYSCAPES:
-        return TRAINID_CLASSES
-    path = Path(weights).expanduser()
-    if not path.is_dir() or _config_class(path / "task.json") != "SegFormerImageSegmenter":
-        return None
-    try:
-        return int(json.loads((path / "task.json").read_text())["config"]["num_classes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def head_for(arch: str, weights: str, classes: Sequence[str]) -> str:
     """The head a run of `arch` from `weights` on `classes` gets: a pretrained 19-trainId
     head is kept for the trainIds and for the categories (summed), else re-initialised."""
     from cityseg.dataset import labels
+    from cityseg.training.presets import preset_classes
 
     if not is_segformer(arch) or preset_classes(weights) != TRAINID_CLASSES:
         return HEAD_PLAIN
@@ -260,12 +212,14 @@ def build(spec: ModelSpec, *, offline_hint: str | None = None) -> keras.Model:
     """The model `spec` describes with its weights loaded (`models.build_model` for
     SegFormer; `spec` is already validated). `offline_hint` ends the one line a failed
     preset download gives (by default: how to pass a local preset to `cityseg train`)."""
+    from cityseg.training import presets
+
     mode = spec.weights.strip().lower()
-    handle = preset_handle(spec.weights, spec.arch)
+    handle = presets.preset_handle(spec.weights, spec.arch)
     if handle is not None:  # fetched and checked before a model is built for nothing
-        preset = _open_preset(spec, handle, offline_hint)
+        preset = presets.open_preset(spec, handle, offline_hint)
         model = _assemble(spec)
-        _copy_preset(model, spec, preset)
+        presets.copy_preset(model, spec, preset)
         return model
     model = _assemble(spec)
     if mode == "imagenet":
@@ -284,7 +238,7 @@ def _assemble(spec: ModelSpec) -> keras.Model:
     from cityseg._tf import keras
     from cityseg.training.models import _normalisation_layer
 
-    keras_hub = _keras_hub()
+    keras_hub = keras_hub_module()
     size = SIZES[spec.arch]
     encoder = keras_hub.models.MiTBackbone(**size.encoder_kwargs(spec.height, spec.width))
     network = keras_hub.models.SegFormerBackbone(
@@ -303,7 +257,7 @@ def _assemble(spec: ModelSpec) -> keras.Model:
     return keras.Model(inputs, outputs, name=spec.label.replace("-", "_"))
 
 
-def _keras_hub() -> Any:
+def keras_hub_module() -> Any:
     import cityseg._tf  # noqa: F401  (TensorFlow configured and quiet before keras-hub)
 
     try:
@@ -367,136 +321,3 @@ def _load_file(model: keras.Model, spec: ModelSpec, path: Path) -> None:
             f"{path} does not fit {spec.arch} with {spec.num_classes} classes; pass weights "
             "saved from the same --arch and classes, a keras-hub preset folder, or --weights none"
         ) from exc
-
-
-# --------------------------------------------------------------------------- from presets
-
-
-def cityscapes_handle(arch: str) -> str:
-    """keras-hub's Cityscapes preset for `arch`, refused where its table points elsewhere."""
-    name = CITYSCAPES_PRESETS[arch]
-    segmenter = _keras_hub().models.SegFormerImageSegmenter
-    kaggle = str(segmenter.presets.get(name, {}).get("kaggle_handle", ""))
-    parts = kaggle.rstrip("/").split("/")  # kaggle://keras/segformer/keras/VARIANT/VERSION
-    if len(parts) < 2 or CITYSCAPES not in parts[-2]:
-        raise CitysegError(
-            f"keras-hub's {name} preset does not hold Cityscapes weights (it points at "
-            f"{kaggle or 'nothing'}); use another size or pass --weights PATH to a local "
-            f"{arch} preset folder"
-        )
-    return name
-
-
-@dataclass(frozen=True)
-class _Preset:
-    name: str
-    kind: str
-    """One of "segmenter", "backbone" or "encoder" (`preset_kind`)."""
-    model: Any
-    """What keras-hub's `from_preset` built (at the preset's own input size)."""
-
-    @property
-    def backbone(self) -> Any:
-        return self.model.backbone if self.kind == "segmenter" else self.model
-
-
-def _open_preset(spec: ModelSpec, handle: str, offline_hint: str | None) -> _Preset:
-    """The preset `handle` through keras-hub, refused if it is another size than `spec`."""
-    builtin = spec.weights.strip().lower() == CITYSCAPES
-    name = cityscapes_handle(spec.arch) if builtin else handle
-    kind = "segmenter" if builtin else preset_kind(Path(handle))
-    preset = _Preset(name, kind, _from_preset(name, kind, offline_hint or _train_hint(name)))
-    encoder = preset.backbone if kind == "encoder" else preset.backbone.image_encoder
-    _check_matches(encoder, None if kind == "encoder" else preset.backbone, spec.arch, name)
-    return preset
-
-
-def _copy_preset(model: keras.Model, spec: ModelSpec, preset: _Preset) -> None:
-    """The preset's encoder and decoder weights, and its head where it fits the classes."""
-    network = model.get_layer("segformer")
-    target = network.image_encoder if preset.kind == "encoder" else network
-    _copy_weights(target, preset.backbone, preset.name)
-    name = preset.name
-    if preset.kind != "segmenter":
-        logger.info(f"{spec.arch}: {name} holds no head; the head starts from random weights")
-        return
-    classes = int(preset.model.num_classes)
-    if spec.head in (HEAD_TRAINIDS, HEAD_CATEGORIES) and classes == TRAINID_CLASSES:
-        _copy_weights(model.get_layer("logits"), preset.model.output_segmentation_head, name)
-        return
-    logger.info(
-        f"{spec.arch}: the {classes}-class head of {name} does not fit these "
-        f"{spec.num_classes} classes; the head is re-initialised (encoder and decoder keep "
-        "the preset's weights)"
-    )
-
-
-def _from_preset(name: str, kind: str, offline_hint: str) -> Any:
-    """keras-hub's own `from_preset` (a builtin is fetched once into kagglehub's cache)."""
-    models = _keras_hub().models
-    loader = {
-        "segmenter": models.SegFormerImageSegmenter,
-        "backbone": models.SegFormerBackbone,
-        "encoder": models.MiTBackbone,
-    }[kind]
-    with _fetch_errors(name, offline_hint), warnings.catch_warnings():
-        # keras-hub compiles the task it builds; loading its weights warns about the
-        # optimizer, which is never used here.
-        warnings.filterwarnings("ignore", "Skipping variable loading for optimizer")
-        return loader.from_preset(name)
-
-
-def _train_hint(name: str) -> str:
-    return (
-        "save it on a machine with internet (keras_hub.models.SegFormerImageSegmenter"
-        f".from_preset('{name}').save_to_preset('DIR')) and pass --weights DIR"
-    )
-
-
-@contextmanager
-def _fetch_errors(name: str, hint: str) -> Iterator[None]:
-    """A failed preset download as one line saying what to do instead; kagglehub raises
-    requests' ConnectionError over a socket error when the network is down."""
-    from cityseg.training.models import _is_download_failure
-
-    try:
-        yield
-    except Exception as exc:
-        if _is_download_failure(exc):
-            raise CitysegError(
-                f"could not download keras-hub preset {name} (no internet?); {hint}"
-            ) from exc
-        raise
-
-
-def _check_matches(encoder: Any, backbone: Any | None, arch: str, name: str) -> None:
-    """Refuse a preset of another size, naming the arch it is."""
-    size = SIZES[arch]
-    found = SegFormerSize(
-        hidden_dims=tuple(encoder.hidden_dims),
-        depths=tuple(encoder.layerwise_depths),
-        projection_filters=(
-            int(backbone.projection_filters) if backbone is not None else size.projection_filters
-        ),
-        num_heads=tuple(encoder.layerwise_num_heads),
-        sr_ratios=tuple(encoder.layerwise_sr_ratios),
-        patch_sizes=tuple(encoder.layerwise_patch_sizes),
-        strides=tuple(encoder.layerwise_strides),
-        max_drop_path_rate=size.max_drop_path_rate,
-    )
-    if found == size:
-        return
-    match = [other for other, config in SIZES.items() if config == found]
-    hint = f": pass --arch {match[0]}" if match else ""
-    raise CitysegError(
-        f"{name} is a SegFormer with {found.describe()}, decoder width "
-        f"{found.projection_filters}, not {arch} ({size.describe()}, decoder width "
-        f"{size.projection_filters}){hint}"
-    )
-
-
-def _copy_weights(target: Any, source: Any, name: str) -> None:
-    try:
-        target.set_weights(source.get_weights())
-    except ValueError as exc:
-        raise CitysegError(f"the weights of {name} do not fit {target.name}: {exc}") from exc
