@@ -176,6 +176,13 @@ class Arch(str, Enum):
     pspnet = "pspnet"
     unet_scratch = "unet-scratch"
     """A U-Net without a pretrained encoder (`--base-filters` sets its width)."""
+    segformer_b0 = "segformer-b0"
+    """keras-hub's SegFormer (MiT encoder, MLP decoder); square inputs only."""
+    segformer_b1 = "segformer-b1"
+    segformer_b2 = "segformer-b2"
+    segformer_b3 = "segformer-b3"
+    segformer_b4 = "segformer-b4"
+    segformer_b5 = "segformer-b5"
 
 
 class Loss(str, Enum):

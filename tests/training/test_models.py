@@ -36,6 +36,7 @@ SMALL = {
     "linknet": ("mobilenetv2", 64),
     "pspnet": ("resnet18", 96),
     "unet-scratch": ("efficientnetb0", 64),
+    "segformer-b0": ("efficientnetb0", 64),  # square only; b1..b5 differ only in size
 }
 
 
@@ -62,7 +63,7 @@ def _batch(size: int, n: int = 2, seed: int = 0) -> tuple[np.ndarray, np.ndarray
     return images, masks
 
 
-@pytest.fixture(scope="module", params=ARCHS)
+@pytest.fixture(scope="module", params=list(SMALL))
 def built(request: pytest.FixtureRequest) -> tuple[ModelSpec, keras.Model]:
     spec = small_spec(request.param)
     return spec, build_model(spec)
@@ -93,6 +94,7 @@ def test_required_strides() -> None:
     assert required_stride("linknet", "mobilenetv2") == 32
     assert required_stride("pspnet", "vgg16") == 48
     assert required_stride("unet-scratch", "anything") == 16
+    assert required_stride("segformer-b3", "anything") == 32
 
 
 def test_size_error_names_the_nearest_valid_size() -> None:
@@ -145,6 +147,10 @@ def test_card_round_trip_and_other_sizes() -> None:
     assert models.spec_from_card(card, height=128, width=256).height == 128
     scratch = small_spec("unet-scratch")
     assert models.spec_from_card(models.card_fields(scratch)).base_filters == 8
+    summed = small_spec("segformer-b0", num_classes=8, head="trainids->categories")
+    card = json.loads(json.dumps(models.card_fields(summed)))
+    assert card["backbone"] is None and card["normalisation"] == "torch"
+    assert models.spec_from_card(card) == summed
 
 
 def test_importing_models_does_not_import_tensorflow() -> None:

@@ -33,6 +33,7 @@ from cityseg.config import (
 )
 from cityseg.inference.bundle import card_input_size, card_palette, read_card
 from cityseg.inference.predictor import newest_bundle
+from cityseg.inference.pretrained import named_or_path
 from cityseg.inference.runtimes import model_format
 from cityseg.inference.sliding import Window, as_window
 from cityseg.logs import api_messages
@@ -60,8 +61,9 @@ logger = logging.getLogger(__name__)
 
 
 class Model:
-    """A bundle or export folder (or its model.tflite / model.onnx); None: the newest
-    run's best bundle under `project`, as every CLI command defaults to. `verbose` shows
+    """A bundle or export folder (or its model.tflite / model.onnx), or a pretrained
+    model's name ("segformer-b0-cityscapes", `cityseg.inference.pretrained`); None: the
+    newest run's best bundle under `project`, as every CLI command defaults to. `verbose` shows
     the bars and messages of its calls (messages: the "cityseg" logger, see
     `cityseg.logs`); `verbose=False` keeps only the warnings."""
 
@@ -77,10 +79,13 @@ class Model:
             with api_messages(verbose):
                 path = newest_bundle(Path(project))
                 logger.info(f"model: {path} (the newest run's best under {project})")
-        self.path, self._card = read_card(Path(path))
+        with api_messages(verbose):  # a pretrained name is built into a bundle once
+            folder, self._card = read_card(named_or_path(Path(path)))
+        self.path = folder
         """The model folder (for a model.tflite path, the folder holding it)."""
         self._loaded: LoadedModel | None = None
         self._loaded_at: dict[tuple[int, int], LoadedModel] = {}
+        self._predictors: dict[tuple[bool, Window | None], Predictor] = {}
 
     # ----------------------------------------------------------------------- the card
 
@@ -205,18 +210,28 @@ class Model:
 
     def predictor(self, *, tta: bool = False, slide: str | Window | None = None) -> Predictor:
         """The `Predictor` predict, evaluate and serve share, over this loaded model."""
-        from cityseg.inference.predictor import Predictor, sliding_size
-        from cityseg.inference.runtimes import open_model
+        from cityseg.inference.predictor import Predictor
 
         window = as_window(slide)
+        key = (tta, window)
+        if key not in self._predictors:  # one each: a loop of predict calls says things once
+            self._predictors[key] = Predictor(self._model_for(window), tta_flip=tta, window=window)
+        return self._predictors[key]
+
+    def _model_for(self, window: Window | None) -> LoadedModel:
+        """The loaded model; a bundle slid with another window is rebuilt at its size
+        (`sliding_size`), once per size."""
+        from cityseg.inference.predictor import sliding_size
+        from cityseg.inference.runtimes import open_model
+
         size = sliding_size(self.path, window)
-        if size is not None:  # a bundle rebuilt at the window's size, kept for the next call
-            if size not in self._loaded_at:
-                self._loaded_at[size] = open_model(self.path, size=size)
-            return Predictor(self._loaded_at[size], tta_flip=tta, window=window)
-        if self._loaded is None:
-            self._loaded = open_model(self.path)
-        return Predictor(self._loaded, tta_flip=tta, window=window)
+        if size is None:
+            if self._loaded is None:
+                self._loaded = open_model(self.path)
+            return self._loaded
+        if size not in self._loaded_at:
+            self._loaded_at[size] = open_model(self.path, size=size)
+        return self._loaded_at[size]
 
     # ----------------------------------------------------------------------- evaluate
 

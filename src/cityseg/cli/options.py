@@ -45,7 +45,8 @@ class Command(TyperCommand):
 
 
 MODEL_HELP = (
-    "A bundle or export folder, or its model.tflite / model.onnx (default: the newest run's best/)."
+    "A bundle or export folder, or its model.tflite / model.onnx, or a pretrained name "
+    "(segformer-b0-cityscapes) (default: the newest run's best/)."
 )
 DATA_HELP = f"Prepared dataset (default: the one the model's run trained on, else {DEFAULT_DATA})."
 

@@ -53,7 +53,10 @@ ArchOption = Annotated[Arch, typer.Option(help="Model architecture.")]
 Backbone = Annotated[str, typer.Option(help="Any segmentation-models backbone.")]
 Weights = Annotated[
     str,
-    typer.Option(help="Encoder weights: imagenet (needs internet once), none, or a file."),
+    typer.Option(
+        help="Encoder weights: imagenet (needs internet once), none, or a file; segformer "
+        "archs: cityscapes (needs internet once) or a keras-hub preset folder."
+    ),
 ]
 # A name the dataset holds or auto, and only the dataset knows its names: a str.
 Scheme = Annotated[

@@ -22,6 +22,7 @@ from cityseg.config import DEFAULT_PROJECT
 from cityseg.errors import CitysegError, UsageError
 from cityseg.images import resize_image
 from cityseg.inference.bundle import CARD_NAME, card_input_size, card_palette, read_card
+from cityseg.inference.pretrained import named_or_path
 from cityseg.inference.runtimes import KERAS, LoadedModel, Runtime, model_format, open_model
 from cityseg.inference.sliding import Window, slide_probabilities
 
@@ -40,12 +41,23 @@ def newest_bundle(project: Path = DEFAULT_PROJECT) -> Path:
 
 
 def resolve_model(model: Path | None, project: Path) -> Path:
-    """`model`, or the newest run's best bundle, saying so since the user did not choose it."""
+    """`model` (a path, or a pretrained model's name: `cityseg.inference.pretrained`), or
+    the newest run's best bundle, saying so since the user did not choose it."""
     if model is not None:
-        return model
+        return named_or_path(model)
     found = newest_bundle(project)
     logger.info(f"model: {found} (the newest run's best; choose another with --model)")
     return found
+
+
+def default_window(card: dict[str, Any]) -> Window | None:
+    """A sliding window at the input size for square-only archs; None (whole images
+    resized to the model's size) for every other."""
+    from cityseg.training.models import square_only
+
+    if not square_only(str(card.get("arch", ""))):
+        return None
+    return Window.parse(f"{card['height']}x{card['width']}")
 
 
 def resize_probabilities(probs: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -96,7 +108,18 @@ class Predictor:
     tta_flip: bool = False
     window: Window | None = None
     """Sliding-window inference (`--slide`): the model runs on overlapping crops of each
-    image at its own size, instead of on the whole image resized to the model's size."""
+    image at its own size, instead of on the whole image resized to the model's size.
+    A model that takes square inputs only (SegFormer) slides by default, at its own
+    input size."""
+
+    def __post_init__(self) -> None:
+        if self.window is None:
+            self.window = default_window(self.model.card)
+            if self.window is not None:
+                logger.info(
+                    f"{self.card['arch']} takes square inputs only: sliding a {self.window} "
+                    "window over each image at its own size (choose another with --slide)"
+                )
 
     @property
     def card(self) -> dict[str, Any]:

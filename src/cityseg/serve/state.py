@@ -27,6 +27,7 @@ from cityseg.dataset.manifest import SPLITS, read_manifest
 from cityseg.errors import DataError
 from cityseg.inference.bundle import read_card
 from cityseg.inference.predictor import newest_bundle
+from cityseg.inference.pretrained import named_or_path
 from cityseg.inference.sliding import as_window
 
 if TYPE_CHECKING:
@@ -90,7 +91,11 @@ class ServerState:
     def open(cls, config: ServeConfig) -> ServerState:
         """Find the model and read its card and the dataset now, so "no model" is a one-line
         CitysegError before any socket opens; the slow model build waits for `start`."""
-        bundle_path = config.model if config.model is not None else newest_bundle(config.project)
+        bundle_path = (
+            named_or_path(config.model)
+            if config.model is not None
+            else newest_bundle(config.project)
+        )
         _, card = read_card(bundle_path)
         dataset = Dataset.load(config.data) if config.data is not None else None
         return cls(config=config, bundle_path=bundle_path, card=card, dataset=dataset)

@@ -18,5 +18,6 @@ def describe_choices() -> list[str]:
         f"backbones:   {backbones}",
         f"losses:      {', '.join(LOSSES)}",
         f"aug presets: {', '.join(AUG_PRESETS)}",
-        "weights:     imagenet (downloads once), none, or a path to a .weights.h5 file",
+        "weights:     imagenet (downloads once), none, or a path to a .weights.h5 file;",
+        "             segformer archs: cityscapes (downloads once) or a keras-hub preset folder",
     ]

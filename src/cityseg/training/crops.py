@@ -30,7 +30,7 @@ import numpy as np
 
 from cityseg.errors import DataError, UsageError
 from cityseg.inference.sliding import Window, tile_starts
-from cityseg.training.models import nearest_valid, required_stride
+from cityseg.training.models import check_size, nearest_valid, required_stride, square_only
 
 IGNORE = 255
 """The mask value the losses and metrics skip (out of every scheme's class range)."""
@@ -56,6 +56,8 @@ def check_crop(arch: str, backbone: str, crop: Size, size: Size) -> None:
             f"--crop {crop_h}x{crop_w} is not divisible by {stride} for {arch}; nearest "
             f"valid crop: {nearest_h}x{nearest_w}"
         )
+    if square_only(arch):  # the crop is the model's input: square, and large enough
+        check_size(arch, backbone, crop_h, crop_w)
 
 
 def crop_corner(shape: Size, crop: Size, draw: int) -> Size:

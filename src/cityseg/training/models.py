@@ -1,4 +1,5 @@
-"""The architecture factory: segmentation-models' Unet/FPN/Linknet/PSPNet and a U-Net from scratch.
+"""The architecture factory: segmentation-models' Unet/FPN/Linknet/PSPNet, a U-Net from
+scratch, and keras-hub's SegFormer B0..B5 (`cityseg.training.segformer`).
 
 Every model built here has the same contract, so training, evaluation, prediction and
 the server never care which architecture they hold:
@@ -33,14 +34,18 @@ from typing import TYPE_CHECKING, Any
 
 from cityseg.config import TrainConfig
 from cityseg.errors import CitysegError, DataError, UsageError
+from cityseg.training import segformer
+from cityseg.training.segformer import SEGFORMER_ARCHS
 
 if TYPE_CHECKING:
     from cityseg._tf import keras
 
-ARCHS = ("unet", "fpn", "linknet", "pspnet", "unet-scratch")
+ARCHS = ("unet", "fpn", "linknet", "pspnet", "unet-scratch", *SEGFORMER_ARCHS)
 DEFAULT_ARCH = TrainConfig.arch
 DEFAULT_BACKBONE = TrainConfig.backbone
 SCRATCH_ARCH = "unet-scratch"
+NO_BACKBONE_ARCHS = (SCRATCH_ARCH, *SEGFORMER_ARCHS)
+"""Archs whose `backbone` field means nothing."""
 
 PSP_DOWNSAMPLE = 8
 """segmentation-models' PSPNet default: features at 1/8, pooled into 1, 2, 3, 6 bins."""
@@ -123,9 +128,12 @@ class ModelSpec:
 
     `weights` is "imagenet" (encoder pretrained on ImageNet, downloaded once into the
     Keras cache), "none" (random initialisation) or a path to a weights file for the
-    whole model or for its encoder alone. `backbone` means nothing to unet-scratch, and
-    `base_filters` (the first block's width, doubling at each of its four poolings)
-    nothing to the segmentation-models architectures.
+    whole model or for its encoder alone; for SegFormer also "cityscapes" or a keras-hub
+    preset folder (`cityseg.training.segformer`). `backbone` means nothing to
+    unet-scratch and SegFormer, and `base_filters` (the first block's width, doubling at
+    each of its four poolings) nothing but to unet-scratch. `head` is SegFormer's
+    (`segformer.HEADS`): "trainids->categories" for a 19-trainId head summed into the
+    8 categories; "" everywhere else.
     """
 
     arch: str = DEFAULT_ARCH
@@ -135,11 +143,12 @@ class ModelSpec:
     width: int = 1024
     weights: str = "none"
     base_filters: int = 64
+    head: str = ""
 
     @property
     def label(self) -> str:
         """A short name for messages and the Keras model: "fpn-efficientnetb0"."""
-        return self.arch if self.arch == SCRATCH_ARCH else f"{self.arch}-{self.backbone}"
+        return self.arch if self.arch in NO_BACKBONE_ARCHS else f"{self.arch}-{self.backbone}"
 
 
 def list_backbones() -> list[str]:
@@ -172,6 +181,8 @@ def required_stride(arch: str, backbone: str = DEFAULT_BACKBONE) -> int:
     _check_arch(arch)
     if arch == SCRATCH_ARCH:
         return 2**SCRATCH_POOLINGS
+    if segformer.is_segformer(arch):
+        return segformer.STRIDE
     _check_backbone(backbone)
     if arch == "pspnet":
         return 6 * PSP_DOWNSAMPLE
@@ -185,6 +196,9 @@ def nearest_valid(size: int, stride: int) -> int:
 
 def check_size(arch: str, backbone: str, height: int, width: int) -> None:
     """Refuse a training size the architecture cannot take, naming the nearest one it can."""
+    if segformer.is_segformer(arch):
+        segformer.check_size(arch, height, width)
+        return
     stride = required_stride(arch, backbone)
     if height <= 0 or width <= 0:
         raise UsageError(f"size {height}x{width} must be positive (height x width in pixels)")
@@ -196,16 +210,37 @@ def check_size(arch: str, backbone: str, height: int, width: int) -> None:
 
 
 def weights_mode(weights: str) -> str:
-    """Which kind of value `ModelSpec.weights` holds: "imagenet", "none" or "path"."""
+    """Which kind of value `ModelSpec.weights` holds: "imagenet", "none", "cityscapes"
+    (SegFormer only) or "path"."""
     lowered = weights.strip().lower()
-    if lowered in ("imagenet", "none"):
+    if lowered in ("imagenet", "none", segformer.CITYSCAPES):
         return lowered
     return "path"
+
+
+def square_only(arch: str) -> bool:
+    """Whether `arch` takes square inputs only (predicted with a sliding window)."""
+    return segformer.is_segformer(arch)
+
+
+def head_for(arch: str, weights: str, classes: list[str]) -> str:
+    """`ModelSpec.head` for a run of `arch` from `weights` on `classes`."""
+    return segformer.head_for(arch, weights, classes)
 
 
 def validate_spec(spec: ModelSpec) -> None:
     """Every check that needs no TensorFlow, so a bad option fails in milliseconds."""
     _check_arch(spec.arch)
+    if segformer.is_segformer(spec.arch):
+        segformer.validate(spec)
+        return
+    if spec.head:
+        raise UsageError(f"head {spec.head!r} is for the SegFormer archs only")
+    if weights_mode(spec.weights) == segformer.CITYSCAPES:
+        raise UsageError(
+            f"--weights cityscapes is for the SegFormer archs ({', '.join(SEGFORMER_ARCHS)}); "
+            f"{spec.arch} takes imagenet, none or a weights file"
+        )
     check_size(spec.arch, spec.backbone, spec.height, spec.width)
     if spec.num_classes < 2:
         raise UsageError(f"num_classes must be at least 2 for a softmax, got {spec.num_classes}")
@@ -228,6 +263,8 @@ def normalisation(spec: ModelSpec) -> str:
     """The input normalisation inside the model: "none", "torch", "tf" or "caffe"."""
     if spec.arch == SCRATCH_ARCH:
         return _SCRATCH_NORMALISATION
+    if segformer.is_segformer(spec.arch):
+        return segformer.NORMALISATION
     return _NORMALISATION[spec.backbone]
 
 
@@ -235,8 +272,9 @@ def card_fields(spec: ModelSpec) -> dict[str, Any]:
     """The fields of a bundle card that `spec_from_card` turns back into this spec."""
     return {
         "arch": spec.arch,
-        "backbone": None if spec.arch == SCRATCH_ARCH else spec.backbone,
+        "backbone": None if spec.arch in NO_BACKBONE_ARCHS else spec.backbone,
         "base_filters": spec.base_filters if spec.arch == SCRATCH_ARCH else None,
+        "head": spec.head or None,
         "num_classes": spec.num_classes,
         "height": spec.height,
         "width": spec.width,
@@ -283,6 +321,7 @@ def spec_from_card(
             width=int(width if width is not None else card["width"]),
             weights="none",
             base_filters=int(card.get("base_filters") or 64),
+            head=str(card.get("head") or ""),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"the model card lacks a valid {exc} field; the bundle is damaged") from exc
@@ -304,6 +343,8 @@ def build_model(spec: ModelSpec) -> keras.Model:
     `weights="imagenet"` for unet-scratch means none: it has no pretrained encoder.
     """
     validate_spec(spec)
+    if segformer.is_segformer(spec.arch):
+        return segformer.build(spec)
     mode = weights_mode(spec.weights)
     if mode == "path":
         return _build_from_file(spec, Path(spec.weights).expanduser())

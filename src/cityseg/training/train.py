@@ -68,6 +68,7 @@ def package_versions() -> dict[str, str]:
         "tensorflow",
         "keras",
         "segmentation-models",
+        "keras-hub",
         "albumentations",
         "numpy",
         "opencv-python-headless",
@@ -179,7 +180,9 @@ def train(
             f"`cityseg remap {config.data} --scheme {config.scheme}`"
         )
     scheme_info = index["schemes"][config.scheme]
-    models.check_size(config.arch, config.backbone, config.height, config.width)
+    if config.crop is None or not models.square_only(config.arch):
+        # A square-only model trained on crops runs whole images by sliding: any --size.
+        models.check_size(config.arch, config.backbone, config.height, config.width)
     if config.crop is not None:
         check_crop(config.arch, config.backbone, config.crop, (config.height, config.width))
     plan = _Plan(
@@ -330,6 +333,7 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any) -> tuple[Any, A
         width=model_size(config)[1],
         weights="none" if plan.state else config.weights,
         base_filters=config.base_filters,
+        head=models.head_for(config.arch, config.weights, plan.classes),
     )
     model = models.build_model(spec)
     last = (plan.resumed or Path()) / "last"
@@ -397,8 +401,13 @@ def _card_maker(
     config = plan.config
 
     # A crop-trained model is fully convolutional: its card names the whole training size,
-    # so predict, evaluate and export run it on whole images as they would any other run.
-    inference_spec = dataclasses.replace(spec, height=config.height, width=config.width)
+    # so predict, evaluate and export run it on whole images as they would any other run;
+    # a square-only one keeps the crop, and slides it over whole images by default.
+    inference_spec = (
+        spec
+        if models.square_only(config.arch)
+        else dataclasses.replace(spec, height=config.height, width=config.width)
+    )
 
     def card(summary: dict[str, Any]) -> dict[str, Any]:
         return {
