@@ -394,6 +394,9 @@ def test_a_named_model_is_built_once_and_predicts(
     )
     left = probs[0] @ np.array(segformer.trainid_to_category())  # the first tile, whole
     assert (mask[:, :42] == left.argmax(-1)[:, :42]).mean() > 0.99  # only it covers x < 42
+    timed = cli("benchmark", "--model", name, "--runs", "1", "--no-exports")
+    assert timed.exit_code == 0, timed.stderr
+    assert f"{SIDE}x{SIDE}" in timed.stdout and "keras" in timed.stdout.lower()
 
 
 # -- offline -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from cityseg.api._common import PathLike, size_of
 from cityseg.api.model import Model
 from cityseg.config import DEFAULT_PROJECT, BenchmarkConfig
 from cityseg.inference.predictor import newest_bundle
+from cityseg.inference.pretrained import named_or_path
 from cityseg.logs import api_messages
 
 if TYPE_CHECKING:
@@ -42,8 +43,8 @@ def benchmark(
         chosen: list[Timed] = [] if models is None else [models]
     else:
         chosen = list(models)
-    paths = [m.path if isinstance(m, Model) else Path(m) for m in chosen]
-    with api_messages(verbose):
+    with api_messages(verbose):  # a pretrained name is built into a bundle once
+        paths = [m.path if isinstance(m, Model) else named_or_path(Path(m)) for m in chosen]
         return time_models(
             paths or [newest_bundle(Path(project))],
             size=size_of(size),
