@@ -171,14 +171,17 @@ def train(
     cluster = read_cluster()
     kind = choose_strategy(config.strategy, cluster)
     index = read_manifest(config.data)
-    config = dataclasses.replace(config, scheme=resolve_scheme(index, config.scheme))
+    backbone = config.backbone or models.default_backbone(config.arch)  # the name config.json keeps
+    config = dataclasses.replace(
+        config, scheme=resolve_scheme(index, config.scheme), backbone=backbone
+    )
     if config.scheme not in index.get("schemes", {}):
         raise DataError(
             f"{config.data} has no '{config.scheme}' masks; run "
             f"`cityseg remap {config.data} --scheme {config.scheme}`"
         )
     scheme_info = index["schemes"][config.scheme]
-    models.check_size(config.arch, config.backbone, config.height, config.width)
+    models.check_size(config.arch, backbone, config.height, config.width)
     plan = _Plan(
         config=config,
         strategy=make_strategy(kind, cluster, config.worker_timeout),
@@ -313,7 +316,7 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any) -> tuple[Any, A
     config = plan.config
     spec = models.ModelSpec(
         arch=config.arch,
-        backbone=config.backbone,
+        backbone=config.backbone or "",  # train() named it
         num_classes=len(plan.classes),
         height=config.height,
         width=config.width,

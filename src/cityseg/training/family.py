@@ -1,0 +1,58 @@
+"""An architecture built on keras.applications encoders, as the model factory sees it.
+
+Each such architecture (LR-ASPP, DeepLabV3+) lives in its own module and describes
+itself with one `Family`: the facts validation needs, free of TensorFlow, and the
+function that builds its network. `cityseg.training.models` keeps a table of them, so
+adding an architecture is one module and one table entry.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cityseg._tf import keras
+
+Builder = Callable[[str, tuple[int, int, int], int, str | None], "keras.Model"]
+"""(backbone, input shape, classes, encoder weights) -> the network up to its logits.
+
+The encoder weights are "imagenet" (Keras' own download into ~/.keras/models), None
+(random) or the path of a weights file for the keras.applications encoder alone.
+"""
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the factory needs to know about one architecture.
+
+    `backbones` maps each encoder to the normalisation (our modes: none, tf, torch,
+    caffe) its ImageNet weights expect on 0..255 RGB, beyond any rescaling the
+    keras.applications model already holds inside (MobileNetV3's `Rescaling` layer,
+    for one, which is why its mode is "none"). `stride` is what height and width must be
+    divisible by: the deepest feature map the network reads.
+    """
+
+    backbones: Mapping[str, str]
+    default_backbone: str
+    stride: int
+    build: Builder
+
+    def __post_init__(self) -> None:
+        if self.default_backbone not in self.backbones:
+            raise ValueError(f"default backbone {self.default_backbone!r} is not offered")
+
+
+@contextmanager
+def any_input_size() -> Iterator[None]:
+    """Silence keras.applications' warning that ImageNet weights are for 224x224.
+
+    It is written for classifiers: without the top, every weight is a convolution's or a
+    batch norm's, the same at any input size, so the weights load unchanged at ours.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*will be loaded as the default")
+        yield
