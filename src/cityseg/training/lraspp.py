@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cityseg.training.family import Family, any_input_size
+from cityseg.training.family import Family, any_input_size, settle_batchnorm
 
 if TYPE_CHECKING:
     from cityseg._tf import keras
@@ -69,7 +69,7 @@ def build_logits(
     logits = keras.layers.UpSampling2D(LOW_STRIDE, interpolation="bilinear", name="upsample")(
         logits
     )
-    return keras.Model(inputs, logits, name=f"lraspp_{backbone}_logits")
+    return settle_batchnorm(keras.Model(inputs, logits, name=f"lraspp_{backbone}_logits"))
 
 
 def lraspp_head(low: Any, high: Any, num_classes: int) -> Any:
