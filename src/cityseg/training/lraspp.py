@@ -12,12 +12,12 @@ last stage the way torchvision does to keep it at 1/16, so the choice is between
 (the whole encoder, up to its final 960- or 576-channel expansion: what its ImageNet
 weights were trained to produce) and 1/16 (cut before the last stage's stride, at block
 12's or block 8's 672- or 288-channel expansion). We take 1/32, and the input must divide
-by 32. Speed does not decide: measured at 256x512, batch 1, Keras float32 on two (shared)
-CPU cores, Large ran 41-80 ms at 1/32 against 40-75 ms at 1/16 and Small 27-40 ms against
-16-20 ms, all 14-40x faster than FPN-EfficientNetB0 (1125 ms). Capacity does: the last
-stage holds two thirds of the model's weights (LR-ASPP-Large has 3.24M parameters at
-1/32, 1.06M at 1/16) and most of its receptive field, while the 1/8 low-level branch
-already puts back the detail that 1/32 features lack.
+by 32. Speed does not decide: measured at 256x512, batch 1, Keras float32 on two CPU
+cores, Large ran 38 ms at 1/32 against 32 ms at 1/16 and Small 22 ms against 19 ms,
+both far ahead of FPN-EfficientNetB0's 459 ms (12x and 21x at 1/32). Capacity does:
+the last stage holds two thirds of the model's weights (LR-ASPP-Large has 3.24M
+parameters at 1/32, 1.06M at 1/16) and most of its receptive field, while the 1/8
+low-level branch already puts back the detail that 1/32 features lack.
 
 keras.applications' MobileNetV3 holds its own preprocessing (`include_preprocessing=True`:
 a `Rescaling` of 0..255 to -1..1), so the model's normalisation layer passes 0..255
