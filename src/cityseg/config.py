@@ -183,6 +183,10 @@ class Arch(str, Enum):
     segformer_b3 = "segformer-b3"
     segformer_b4 = "segformer-b4"
     segformer_b5 = "segformer-b5"
+    lraspp = "lraspp"
+    """LR-ASPP on keras.applications' MobileNetV3 (Large or Small): for CPUs and edge boards."""
+    deeplabv3plus = "deeplabv3plus"
+    """DeepLabV3+ on keras.applications' ResNet50 or MobileNetV2."""
 
 
 class Loss(str, Enum):
@@ -226,7 +230,9 @@ class TrainConfig:
     """A scheme the dataset holds; auto = the one it was prepared with (categories for
     Cityscapes, classes for own data)."""
     arch: str = Arch.fpn.value
-    backbone: str = "efficientnetb0"
+    backbone: str | None = None
+    """None: the arch's default (efficientnetb0 for segmentation-models' archs, see
+    `cityseg train --list`); training writes the name it used into config.json."""
     weights: str = "imagenet"
     base_filters: int = 64
     """Width of the first U-Net-from-scratch block (64 is the classic 31M-parameter net)."""

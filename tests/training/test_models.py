@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.error
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,14 @@ from cityseg._tf import keras, sm
 from cityseg.errors import CitysegError, UsageError
 from cityseg.training import models
 from cityseg.training.losses import get_loss
-from cityseg.training.models import ARCHS, ModelSpec, build_model, check_size, required_stride
+from cityseg.training.models import (
+    ARCHS,
+    FAMILIES,
+    ModelSpec,
+    build_model,
+    check_size,
+    required_stride,
+)
 
 # Keras' own weight accessors trip numpy 2's copy-keyword deprecation; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -37,6 +45,8 @@ SMALL = {
     "pspnet": ("resnet18", 96),
     "unet-scratch": ("efficientnetb0", 64),
     "segformer-b0": ("efficientnetb0", 64),  # square only; b1..b5 differ only in size
+    "lraspp": ("mobilenetv3small", 32),
+    "deeplabv3plus": ("mobilenetv2", 32),
 }
 
 
@@ -88,6 +98,87 @@ def test_normalisation_matches_segmentation_models_preprocessing() -> None:
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4, err_msg=backbone)
 
 
+def test_normalisation_matches_keras_applications_preprocessing() -> None:
+    """Our normalise layer must do what keras.applications' `preprocess_input` does for
+    the encoder (the identity for MobileNetV3, whose `Rescaling` is inside it)."""
+    rng = np.random.default_rng(2)
+    images = rng.uniform(0, 255, (1, 4, 4, 3)).astype(np.float32)
+    applications = keras.applications
+    preprocess = {
+        "mobilenetv3large": applications.mobilenet_v3.preprocess_input,
+        "mobilenetv3small": applications.mobilenet_v3.preprocess_input,
+        "resnet50": applications.resnet50.preprocess_input,
+        "mobilenetv2": applications.mobilenet_v2.preprocess_input,
+    }
+    layer_class = models._normalisation_layer()
+    for arch, family in FAMILIES.items():
+        for backbone in family.backbones:
+            mode = models.normalisation(ModelSpec(arch=arch, backbone=backbone))
+            expected = preprocess[backbone](images.copy())
+            got = np.asarray(layer_class(mode)(images))
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4, err_msg=backbone)
+
+
+def test_mobilenetv3_rescales_inside_the_encoder() -> None:
+    """Why lraspp's normalisation is "none": the encoder maps 0..255 to -1..1 itself."""
+    spec = small_spec("lraspp")
+    model = build_model(spec)
+    assert model.get_layer("normalise").mode == "none"
+    encoder = model.get_layer(f"lraspp_{spec.backbone}_logits").get_layer(spec.backbone)
+    rescaling = [layer for layer in encoder.layers if isinstance(layer, keras.layers.Rescaling)]
+    assert len(rescaling) == 1
+    assert float(rescaling[0].scale) == pytest.approx(1 / 127.5)
+    assert float(rescaling[0].offset) == -1.0
+
+
+def test_each_arch_has_its_own_backbones_and_default() -> None:
+    assert ModelSpec(arch="fpn").backbone == "efficientnetb0" == models.default_backbone("unet")
+    assert ModelSpec(arch="lraspp").backbone == "mobilenetv3large"
+    assert ModelSpec(arch="deeplabv3plus").backbone == "resnet50"
+    assert ModelSpec(arch="deeplabv3plus", backbone="mobilenetv2").backbone == "mobilenetv2"
+    assert models.list_backbones("lraspp") == ["mobilenetv3large", "mobilenetv3small"]
+    assert models.list_backbones("deeplabv3plus") == ["resnet50", "mobilenetv2"]
+    assert models.list_backbones("unet-scratch") == []
+    for arch, family in FAMILIES.items():
+        assert family.default_backbone in models.list_backbones(arch)
+
+
+def test_a_backbone_of_another_arch_says_whose_it_is() -> None:
+    with pytest.raises(UsageError) as info:
+        check_size("lraspp", "efficientnetb0", 64, 64)
+    assert str(info.value) == (
+        "unknown backbone 'efficientnetb0' for lraspp; valid: mobilenetv3large, "
+        "mobilenetv3small; efficientnetb0 is a backbone of unet, fpn, linknet, pspnet"
+    )
+    with pytest.raises(UsageError, match=r"'mobilenetv3large' for fpn; .* backbone of lraspp$"):
+        check_size("fpn", "mobilenetv3large", 64, 64)
+    with pytest.raises(UsageError, match=r"did you mean mobilenetv3small, mobilenetv3large\?"):
+        check_size("lraspp", "mobilenetv3smal", 64, 64)
+
+
+@pytest.mark.parametrize("mode", ["caffe", "tf"])
+def test_normalisation_survives_int8_tflite(mode: str, tmp_path: Path) -> None:
+    """The normalise layer alone through `cityseg export -f tflite-int8`'s conversion: it
+    must stay within a few quantisation steps of Keras (as ops.flip's REVERSE_V2, the
+    caffe flip did not, and caffe models agreed with Keras on ~60% of pixels)."""
+    from cityseg._tf import tf
+    from cityseg.deploy.export import _tflite_bytes
+    from cityseg.inference.runtimes import TFLiteRuntime
+
+    inputs = keras.Input((8, 8, 3))
+    normalised = models._normalisation_layer()(mode)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, kernel_initializer="identity")(normalised))
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (16, 8, 8, 3)).astype(np.float32)
+    model.export(str(tmp_path / "saved"), verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(tmp_path / "saved"))
+    (tmp_path / "model.tflite").write_bytes(_tflite_bytes(converter, "tflite-int8", list(images)))
+    got = TFLiteRuntime(tmp_path / "model.tflite")(images[:2])
+    expected = np.asarray(model(images[:2]))
+    value_range = float(expected.max() - expected.min())
+    assert np.abs(got - expected).max() <= 4 * value_range / 255
+
+
 def test_required_strides() -> None:
     assert required_stride("fpn", "efficientnetb0") == 32
     assert required_stride("unet", "resnet34") == 32
@@ -95,6 +186,9 @@ def test_required_strides() -> None:
     assert required_stride("pspnet", "vgg16") == 48
     assert required_stride("unet-scratch", "anything") == 16
     assert required_stride("segformer-b3", "anything") == 32
+    assert required_stride("lraspp") == required_stride("lraspp", "mobilenetv3small") == 32
+    assert required_stride("deeplabv3plus", "mobilenetv2") == 16  # cut at 1/16
+    check_size("deeplabv3plus", "resnet50", 48, 80)
 
 
 def test_size_error_names_the_nearest_valid_size() -> None:
@@ -151,6 +245,20 @@ def test_card_round_trip_and_other_sizes() -> None:
     card = json.loads(json.dumps(models.card_fields(summed)))
     assert card["backbone"] is None and card["normalisation"] == "torch"
     assert models.spec_from_card(card) == summed
+    for arch in FAMILIES:
+        spec = small_spec(arch)
+        card = json.loads(json.dumps(models.card_fields(spec)))
+        assert card["backbone"] == spec.backbone and models.spec_from_card(card) == spec
+
+
+def test_cards_from_before_the_keras_applications_archs_read_as_before() -> None:
+    """Cards written when every arch defaulted to efficientnetb0: same specs as then."""
+    fpn = {"arch": "fpn", "backbone": "resnet18", "num_classes": 8, "height": 64, "width": 64}
+    assert models.spec_from_card(fpn) == ModelSpec("fpn", "resnet18", 8, 64, 64)
+    scratch = {**fpn, "arch": "unet-scratch", "backbone": None, "base_filters": 16}
+    spec = models.spec_from_card(scratch)
+    assert (spec.backbone, spec.base_filters) == ("efficientnetb0", 16)
+    assert models.normalisation(spec) == "tf"
 
 
 def test_importing_models_does_not_import_tensorflow() -> None:
@@ -235,7 +343,7 @@ def mixed_float16() -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-@pytest.mark.parametrize("arch", ["fpn", "unet-scratch"])
+@pytest.mark.parametrize("arch", ["fpn", "unet-scratch", "lraspp", "deeplabv3plus"])
 def test_mixed_precision_still_ends_in_a_float32_softmax(mixed_float16: None, arch: str) -> None:
     spec = small_spec(arch)
     model = build_model(spec)
@@ -287,15 +395,29 @@ def _raise_timeout(*args: Any, **kwargs: Any) -> str:
     raise TimeoutError("The read operation timed out")
 
 
+def _offline(monkeypatch: pytest.MonkeyPatch, fake: Any) -> None:
+    """segmentation-models calls `keras.utils.get_file`, keras.applications the function
+    in its own module: the same function, reached by two names."""
+    from keras.src.utils import file_utils
+
+    monkeypatch.setattr(keras.utils, "get_file", fake)
+    monkeypatch.setattr(file_utils, "get_file", fake)
+
+
 @pytest.mark.parametrize(
-    ("backbone", "fake"),
-    [("efficientnetb0", _raise_like_keras_offline), ("resnet18", _raise_timeout)],
+    ("arch", "backbone", "fake"),
+    [
+        ("fpn", "efficientnetb0", _raise_like_keras_offline),
+        ("fpn", "resnet18", _raise_timeout),
+        ("lraspp", "mobilenetv3small", _raise_like_keras_offline),
+        ("deeplabv3plus", "resnet50", _raise_timeout),
+    ],
 )
 def test_imagenet_download_failure_is_one_line(
-    monkeypatch: pytest.MonkeyPatch, backbone: str, fake: Any
+    monkeypatch: pytest.MonkeyPatch, arch: str, backbone: str, fake: Any
 ) -> None:
-    monkeypatch.setattr(keras.utils, "get_file", fake)
-    spec = ModelSpec(backbone=backbone, height=64, width=64, weights="imagenet")
+    _offline(monkeypatch, fake)
+    spec = ModelSpec(arch=arch, backbone=backbone, height=64, width=64, weights="imagenet")
     with pytest.raises(CitysegError) as info:
         build_model(spec)
     assert str(info.value) == (
@@ -351,6 +473,63 @@ def test_weights_path_whole_model_encoder_or_neither(tmp_path: Path) -> None:
     with pytest.raises(CitysegError, match="fits neither the whole pspnet-resnet18 model") as info:
         build_model(small_spec("pspnet", weights=str(scratch_file)))
     assert "\n" not in str(info.value)
+
+
+def test_keras_applications_imagenet_weights_in_the_cache_just_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Keras' own download for lraspp/deeplabv3plus: a cached file is loaded, at our size
+    (not the 224x224 the weights were trained at), into the encoder."""
+    from keras.src.utils import file_utils
+
+    encoder = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), include_top=False, weights=None
+    )
+    cached = tmp_path / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.weights.h5"
+    encoder.save_weights(str(cached))
+    requests: list[tuple[Any, ...]] = []
+
+    def from_cache(*args: Any, **kwargs: Any) -> str:
+        requests.append(args)
+        assert kwargs.get("cache_subdir") == "models"
+        return str(cached)
+
+    monkeypatch.setattr(file_utils, "get_file", from_cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "weights for (224, 224)" warning either
+        model = build_model(small_spec("lraspp", height=64, width=96, weights="imagenet"))
+    assert len(requests) == 1
+    body = model.get_layer("lraspp_mobilenetv3small_logits").get_layer("mobilenetv3small")
+    np.testing.assert_array_equal(
+        body.get_layer("conv").get_weights()[0], encoder.get_layer("conv").get_weights()[0]
+    )
+
+
+@pytest.mark.slow
+def test_keras_applications_weights_path_whole_model_encoder_or_neither(
+    tmp_path: Path,
+) -> None:
+    spec = small_spec("lraspp")
+    trained = build_model(spec)
+    whole = tmp_path / "lraspp.weights.h5"
+    trained.save_weights(str(whole))
+    reloaded = build_model(small_spec("lraspp", weights=str(whole)))
+    for a, b in zip(trained.get_weights(), reloaded.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    encoder = keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), include_top=False, weights=None
+    )
+    encoder_file = tmp_path / "mobilenetv3small-encoder.weights.h5"
+    encoder.save_weights(str(encoder_file))
+    from_encoder = build_model(small_spec("lraspp", weights=str(encoder_file)))
+    body = from_encoder.get_layer("lraspp_mobilenetv3small_logits").get_layer("mobilenetv3small")
+    np.testing.assert_array_equal(
+        body.get_layer("conv").get_weights()[0], encoder.get_layer("conv").get_weights()[0]
+    )
+
+    with pytest.raises(CitysegError, match="fits neither the whole deeplabv3plus-mobilenetv2"):
+        build_model(small_spec("deeplabv3plus", weights=str(whole)))
 
 
 def test_scratch_unet_never_downloads(monkeypatch: pytest.MonkeyPatch) -> None:

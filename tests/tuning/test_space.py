@@ -85,3 +85,22 @@ def test_the_space_asks_optuna_for_every_dimension() -> None:
     assert 1e-4 <= float(values["lr"]) <= 1e-2
     assert values["weights"] == "none"
     assert set(trial.params) == {"arch", "lr"}
+
+
+def test_a_backbone_must_be_a_name(tmp_path: Path) -> None:
+    path = tmp_path / "space.yaml"
+    path.write_text("backbone: [3, resnet34]\n")  # its default is None: "the arch's own"
+    with pytest.raises(UsageError, match="backbone must be a name, got 3"):
+        merge_spaces(space_from_file(path), {}, path)
+
+
+def test_a_retrain_command_names_the_backbone_each_arch_defaults_to() -> None:
+    from cityseg.config import TrainConfig
+    from cityseg.tuning.best import retrain_command
+
+    assert "--arch lraspp --backbone mobilenetv3large " in retrain_command(
+        TrainConfig(), {"arch": "lraspp"}
+    )
+    assert "--arch fpn --backbone efficientnetb0 " in retrain_command(TrainConfig(), {})
+    searched = retrain_command(TrainConfig(), {"arch": "deeplabv3plus", "backbone": "mobilenetv2"})
+    assert "--backbone mobilenetv2 " in searched

@@ -49,8 +49,11 @@ def _list_choices(value: bool) -> None:
 
 Data = Annotated[Path, typer.Option(help="Prepared dataset (from `cityseg prepare`).")]
 ArchOption = Annotated[Arch, typer.Option(help="Model architecture.")]
-# 32 values (`--list` shows them); the model builder checks the name.
-Backbone = Annotated[str, typer.Option(help="Any segmentation-models backbone.")]
+# Each arch takes its own (`--list` shows them); the model builder checks the name.
+Backbone = Annotated[
+    str | None,
+    typer.Option(help="Encoder of the arch (default: the arch's own; see --list)."),
+]
 Weights = Annotated[
     str,
     typer.Option(

@@ -1,12 +1,15 @@
 """The architecture factory: segmentation-models' Unet/FPN/Linknet/PSPNet, a U-Net from
-scratch, and keras-hub's SegFormer B0..B5 (`cityseg.training.segformer`).
+scratch, LR-ASPP and DeepLabV3+ on keras.applications encoders (`Family`, one module each:
+`cityseg.training.lraspp`, `cityseg.training.deeplab`), and keras-hub's SegFormer B0..B5
+(`cityseg.training.segformer`).
 
 Every model built here has the same contract, so training, evaluation, prediction and
 the server never care which architecture they hold:
 
 - input: float32 RGB in 0..255, (B, H, W, 3). The backbone's ImageNet normalisation
-  (caffe, torch, tf or none, as segmentation-models' `get_preprocessing` would apply)
-  is a layer inside the model, so a saved bundle carries it and no caller can forget it.
+  (caffe, torch, tf or none, as segmentation-models' `get_preprocessing` or
+  keras.applications' `preprocess_input` would apply) is a layer inside the model, so a
+  saved bundle carries it and no caller can forget it.
 - output: float32 softmax probabilities, (B, H, W, num_classes). The softmax is a
   separate float32 layer on top of the network's logits: under the `mixed_float16`
   policy segmentation-models would otherwise end in a float16 softmax, whose
@@ -15,7 +18,9 @@ the server never care which architecture they hold:
 
 Validation (`validate_spec`, `check_size`, `required_stride`) needs no TensorFlow, so the
 CLI can refuse a bad `--arch`, `--backbone` or `--size` before paying for its import;
-only building a model imports it.
+only building a model imports it. Backbones belong to an architecture (`list_backbones`,
+`default_backbone`): "resnet50" is segmentation-models' encoder for fpn and
+keras.applications' for deeplabv3plus.
 """
 
 from __future__ import annotations
@@ -34,16 +39,21 @@ from typing import TYPE_CHECKING, Any
 
 from cityseg.config import TrainConfig
 from cityseg.errors import CitysegError, DataError, UsageError
-from cityseg.training import segformer
+from cityseg.training import deeplab, lraspp, segformer
+from cityseg.training.family import Family
 from cityseg.training.segformer import SEGFORMER_ARCHS
 
 if TYPE_CHECKING:
     from cityseg._tf import keras
 
-ARCHS = ("unet", "fpn", "linknet", "pspnet", "unet-scratch", *SEGFORMER_ARCHS)
-DEFAULT_ARCH = TrainConfig.arch
-DEFAULT_BACKBONE = TrainConfig.backbone
+FAMILIES: dict[str, Family] = {"lraspp": lraspp.FAMILY, "deeplabv3plus": deeplab.FAMILY}
+"""The architectures on keras.applications encoders, each described by its own module."""
+SM_ARCHS = ("unet", "fpn", "linknet", "pspnet")
 SCRATCH_ARCH = "unet-scratch"
+ARCHS = (*SM_ARCHS, SCRATCH_ARCH, *FAMILIES, *SEGFORMER_ARCHS)
+DEFAULT_ARCH = TrainConfig.arch
+DEFAULT_BACKBONE = "efficientnetb0"
+"""segmentation-models' archs' default encoder (and the name a scratch spec carries)."""
 NO_BACKBONE_ARCHS = (SCRATCH_ARCH, *SEGFORMER_ARCHS)
 """Archs whose `backbone` field means nothing."""
 
@@ -129,15 +139,16 @@ class ModelSpec:
     `weights` is "imagenet" (encoder pretrained on ImageNet, downloaded once into the
     Keras cache), "none" (random initialisation) or a path to a weights file for the
     whole model or for its encoder alone; for SegFormer also "cityscapes" or a keras-hub
-    preset folder (`cityseg.training.segformer`). `backbone` means nothing to
-    unet-scratch and SegFormer, and `base_filters` (the first block's width, doubling at
-    each of its four poolings) nothing but to unet-scratch. `head` is SegFormer's
-    (`segformer.HEADS`): "trainids->categories" for a 19-trainId head summed into the
-    8 categories; "" everywhere else.
+    preset folder (`cityseg.training.segformer`). `backbone` left empty becomes the arch's
+    default (`default_backbone`); it means nothing to unet-scratch and SegFormer, and
+    `base_filters` (the first block's width, doubling at each of its four poolings)
+    nothing but to unet-scratch. `head` is SegFormer's (`segformer.HEADS`):
+    "trainids->categories" for a 19-trainId head summed into the 8 categories; ""
+    everywhere else.
     """
 
     arch: str = DEFAULT_ARCH
-    backbone: str = DEFAULT_BACKBONE
+    backbone: str = ""
     num_classes: int = 8
     height: int = 512
     width: int = 1024
@@ -145,15 +156,28 @@ class ModelSpec:
     base_filters: int = 64
     head: str = ""
 
+    def __post_init__(self) -> None:
+        if not self.backbone and self.arch in ARCHS:
+            object.__setattr__(self, "backbone", default_backbone(self.arch))
+
     @property
     def label(self) -> str:
         """A short name for messages and the Keras model: "fpn-efficientnetb0"."""
         return self.arch if self.arch in NO_BACKBONE_ARCHS else f"{self.arch}-{self.backbone}"
 
 
-def list_backbones() -> list[str]:
-    """The encoder names segmentation-models accepts, in its own order."""
-    return list(_BACKBONES)
+def list_backbones(arch: str = DEFAULT_ARCH) -> list[str]:
+    """The encoder names `arch` takes: for segmentation-models' archs, sm's own order."""
+    _check_arch(arch)
+    if arch in FAMILIES:
+        return list(FAMILIES[arch].backbones)
+    return [] if arch in NO_BACKBONE_ARCHS else list(_BACKBONES)
+
+
+def default_backbone(arch: str) -> str:
+    """What `--backbone` is when not given: each architecture has its own."""
+    _check_arch(arch)
+    return FAMILIES[arch].default_backbone if arch in FAMILIES else DEFAULT_BACKBONE
 
 
 def _check_arch(arch: str) -> None:
@@ -161,29 +185,42 @@ def _check_arch(arch: str) -> None:
         raise UsageError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
 
 
-def _check_backbone(backbone: str) -> None:
-    if backbone in _BACKBONES:
+def _check_backbone(arch: str, backbone: str) -> None:
+    valid = list_backbones(arch)
+    if backbone in valid:
         return
-    close = difflib.get_close_matches(backbone.lower(), _BACKBONES, n=3, cutoff=0.75)
+    close = difflib.get_close_matches(backbone.lower(), valid, n=3, cutoff=0.75)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UsageError(
-        f"unknown backbone {backbone!r}{hint}; valid: {', '.join(_SHOWN_BACKBONES)}, ... "
-        f"({len(_BACKBONES)} in all; see `cityseg train --list`)"
+    shown = (
+        f"{', '.join(_SHOWN_BACKBONES)}, ... ({len(valid)} in all; see `cityseg train --list`)"
+        if arch in SM_ARCHS
+        else ", ".join(valid)
     )
+    elsewhere = [a for a in ARCHS if a != arch and backbone in _offered(a)]
+    where = f"; {backbone} is a backbone of {', '.join(elsewhere)}" if elsewhere else ""
+    raise UsageError(f"unknown backbone {backbone!r} for {arch}{hint}; valid: {shown}{where}")
 
 
-def required_stride(arch: str, backbone: str = DEFAULT_BACKBONE) -> int:
-    """What height and width must be divisible by for `arch`.
+def _offered(arch: str) -> list[str]:
+    return [] if arch in NO_BACKBONE_ARCHS else list_backbones(arch)
 
-    The encoders downsample five times (32); the scratch U-Net pools four times (16);
-    PSPNet pools its 1/8 feature map into 6 bins, so its input must split into 6 * 8.
+
+def required_stride(arch: str, backbone: str = "") -> int:
+    """What height and width must be divisible by for `arch` (and `backbone`, by default
+    the arch's own).
+
+    segmentation-models' encoders downsample five times (32); the scratch U-Net pools four
+    times (16); PSPNet pools its 1/8 feature map into 6 bins, so its input must split
+    into 6 * 8; a `Family` says its own (its deepest feature map).
     """
     _check_arch(arch)
     if arch == SCRATCH_ARCH:
         return 2**SCRATCH_POOLINGS
     if segformer.is_segformer(arch):
         return segformer.STRIDE
-    _check_backbone(backbone)
+    _check_backbone(arch, backbone or default_backbone(arch))
+    if arch in FAMILIES:
+        return FAMILIES[arch].stride
     if arch == "pspnet":
         return 6 * PSP_DOWNSAMPLE
     return 32
@@ -265,6 +302,8 @@ def normalisation(spec: ModelSpec) -> str:
         return _SCRATCH_NORMALISATION
     if segformer.is_segformer(spec.arch):
         return segformer.NORMALISATION
+    if spec.arch in FAMILIES:
+        return FAMILIES[spec.arch].backbones[spec.backbone]
     return _NORMALISATION[spec.backbone]
 
 
@@ -315,7 +354,7 @@ def spec_from_card(
         arch = str(card["arch"])
         spec = ModelSpec(
             arch=arch,
-            backbone=str(card.get("backbone") or DEFAULT_BACKBONE),
+            backbone=str(card.get("backbone") or ""),
             num_classes=int(card["num_classes"]),
             height=int(height if height is not None else card["height"]),
             width=int(width if width is not None else card["width"]),
@@ -405,6 +444,8 @@ def _assemble(spec: ModelSpec, encoder_weights: str | None) -> keras.Model:
     x = _normalisation_layer()(normalisation(spec), name="normalise")(inputs)
     if spec.arch == SCRATCH_ARCH:
         logits = _scratch_unet(x, spec.num_classes, spec.base_filters)
+    elif spec.arch in FAMILIES:
+        logits = _family_logits(spec, encoder_weights)(x)
     else:
         logits = _sm_logits(spec, encoder_weights)(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="softmax")(logits)
@@ -436,12 +477,21 @@ def _sm_logits(spec: ModelSpec, encoder_weights: str | None) -> keras.Model:
     return keras.Model(base.input, logits, name=spec.label.replace("-", "_") + "_logits")
 
 
+def _family_logits(spec: ModelSpec, encoder_weights: str | None) -> keras.Model:
+    """A keras.applications architecture's network up to its logits, as a nested model;
+    ImageNet weights come through Keras' own download, with our one-line failure."""
+    build = FAMILIES[spec.arch].build
+    shape = (spec.height, spec.width, 3)
+    with _download_errors(spec.backbone, active=encoder_weights == "imagenet"):
+        return build(spec.backbone, shape, spec.num_classes, encoder_weights)
+
+
 @contextmanager
 def _download_errors(backbone: str, *, active: bool) -> Iterator[None]:
     """Turn a failed ImageNet download into one line saying what to do instead.
 
-    segmentation-models fetches encoder weights with `keras.utils.get_file`, which
-    turns urllib's URLError into a bare `Exception("URL fetch failure on ...")`; a
+    segmentation-models and keras.applications fetch encoder weights with Keras'
+    `get_file`, which turns urllib's URLError into a bare `Exception("URL fetch failure on ...")`; a
     dropped connection mid-download surfaces as an OSError (timeout, reset) instead.
     Weights already in the Keras cache (~/.keras/models) never reach the network.
     """
@@ -500,7 +550,10 @@ def _normalisation_layer() -> type:
             ops = keras.ops
             x = ops.cast(x, self.compute_dtype)
             if self.flip:
-                x = ops.flip(x, axis=-1)
+                # RGB -> BGR as a gather: as REVERSE_V2 (ops.flip), int8 TFLite gave it an
+                # output scale 1.5x its input's without rescaling, and every caffe model's
+                # int8 export agreed with Keras on ~60% of pixels
+                x = ops.take(x, [2, 1, 0], axis=-1)
             if self.mode == "none":
                 return x
             mean = ops.cast(ops.convert_to_tensor(self.mean), self.compute_dtype)

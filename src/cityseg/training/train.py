@@ -173,7 +173,10 @@ def train(
     cluster = read_cluster()
     kind = choose_strategy(config.strategy, cluster)
     index = read_manifest(config.data)
-    config = dataclasses.replace(config, scheme=resolve_scheme(index, config.scheme))
+    backbone = config.backbone or models.default_backbone(config.arch)  # the name config.json keeps
+    config = dataclasses.replace(
+        config, scheme=resolve_scheme(index, config.scheme), backbone=backbone
+    )
     if config.scheme not in index.get("schemes", {}):
         raise DataError(
             f"{config.data} has no '{config.scheme}' masks; run "
@@ -182,9 +185,9 @@ def train(
     scheme_info = index["schemes"][config.scheme]
     if config.crop is None or not models.square_only(config.arch):
         # A square-only model trained on crops runs whole images by sliding: any --size.
-        models.check_size(config.arch, config.backbone, config.height, config.width)
+        models.check_size(config.arch, backbone, config.height, config.width)
     if config.crop is not None:
-        check_crop(config.arch, config.backbone, config.crop, (config.height, config.width))
+        check_crop(config.arch, backbone, config.crop, (config.height, config.width))
     plan = _Plan(
         config=config,
         strategy=make_strategy(kind, cluster, config.worker_timeout),
@@ -327,7 +330,7 @@ def _compiled_model(plan: _Plan, steps: int, class_weights: Any) -> tuple[Any, A
     config = plan.config
     spec = models.ModelSpec(
         arch=config.arch,
-        backbone=config.backbone,
+        backbone=config.backbone or "",  # train() named it
         num_classes=len(plan.classes),
         height=model_size(config)[0],
         width=model_size(config)[1],

@@ -9,7 +9,7 @@ there to copy.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +96,10 @@ def write_best(
 
 def retrain_command(base: TrainConfig, params: dict[str, Any]) -> str:
     """`cityseg train ...` with every setting of the trial that is not train's default."""
+    from cityseg.training.models import default_backbone
+
     config = apply_to(base, params)
+    config = replace(config, backbone=config.backbone or default_backbone(config.arch))
     defaults = TrainConfig()
     words = ["cityseg", "train"]
     for name in ALWAYS_IN_COMMANDS:

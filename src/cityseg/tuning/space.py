@@ -245,7 +245,8 @@ def _check_value(defaults: TrainConfig, name: str, value: Any, apply: Any) -> No
     if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
         if not value.is_integer():
             raise UsageError(f"{name} must be a whole number, got {value!r}")
-    if isinstance(default, str) and not isinstance(value, str):
+    names = isinstance(default, str) or name == "backbone"  # backbone's default is None
+    if names and not isinstance(value, str):
         raise UsageError(f"{name} must be a name, got {value!r}")
     apply(defaults, {name: value})
     _check_named_choice(name, value)
