@@ -176,6 +176,10 @@ class Arch(str, Enum):
     pspnet = "pspnet"
     unet_scratch = "unet-scratch"
     """A U-Net without a pretrained encoder (`--base-filters` sets its width)."""
+    lraspp = "lraspp"
+    """LR-ASPP on keras.applications' MobileNetV3 (Large or Small): for CPUs and edge boards."""
+    deeplabv3plus = "deeplabv3plus"
+    """DeepLabV3+ on keras.applications' ResNet50 or MobileNetV2."""
     segformer_b0 = "segformer-b0"
     """keras-hub's SegFormer (MiT encoder, MLP decoder); square inputs only."""
     segformer_b1 = "segformer-b1"
@@ -183,10 +187,6 @@ class Arch(str, Enum):
     segformer_b3 = "segformer-b3"
     segformer_b4 = "segformer-b4"
     segformer_b5 = "segformer-b5"
-    lraspp = "lraspp"
-    """LR-ASPP on keras.applications' MobileNetV3 (Large or Small): for CPUs and edge boards."""
-    deeplabv3plus = "deeplabv3plus"
-    """DeepLabV3+ on keras.applications' ResNet50 or MobileNetV2."""
 
 
 class Loss(str, Enum):
