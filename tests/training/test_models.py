@@ -426,13 +426,10 @@ def test_imagenet_download_failure_is_one_line(
     )
 
 
-def test_imagenet_weights_in_the_keras_cache_just_work(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """With the file cached, get_file returns its path and nothing touches the network."""
-    encoder = _encoder("resnet18", 96)
-    cached = tmp_path / "resnet18_imagenet_1000_no_top.weights.h5"
-    encoder.save_weights(str(cached))
+def _answer_from_cache(
+    monkeypatch: pytest.MonkeyPatch, module: Any, cached: Path
+) -> list[tuple[Any, ...]]:
+    """`module.get_file` answers with `cached`, as a warm Keras cache does; the calls it got."""
     requests: list[tuple[Any, ...]] = []
 
     def from_cache(*args: Any, **kwargs: Any) -> str:
@@ -440,7 +437,18 @@ def test_imagenet_weights_in_the_keras_cache_just_work(
         assert kwargs.get("cache_subdir") == "models"
         return str(cached)
 
-    monkeypatch.setattr(keras.utils, "get_file", from_cache)
+    monkeypatch.setattr(module, "get_file", from_cache)
+    return requests
+
+
+def test_imagenet_weights_in_the_keras_cache_just_work(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With the file cached, get_file returns its path and nothing touches the network."""
+    encoder = _encoder("resnet18", 96)
+    cached = tmp_path / "resnet18_imagenet_1000_no_top.weights.h5"
+    encoder.save_weights(str(cached))
+    requests = _answer_from_cache(monkeypatch, keras.utils, cached)
     model = build_model(small_spec("pspnet", weights="imagenet"))
     assert len(requests) == 1
     body = model.get_layer("pspnet_resnet18_logits")
@@ -487,14 +495,7 @@ def test_keras_applications_imagenet_weights_in_the_cache_just_work(
     )
     cached = tmp_path / "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.weights.h5"
     encoder.save_weights(str(cached))
-    requests: list[tuple[Any, ...]] = []
-
-    def from_cache(*args: Any, **kwargs: Any) -> str:
-        requests.append(args)
-        assert kwargs.get("cache_subdir") == "models"
-        return str(cached)
-
-    monkeypatch.setattr(file_utils, "get_file", from_cache)
+    requests = _answer_from_cache(monkeypatch, file_utils, cached)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "weights for (224, 224)" warning either
         model = build_model(small_spec("lraspp", height=64, width=96, weights="imagenet"))

@@ -284,16 +284,20 @@ def validate_spec(spec: ModelSpec) -> None:
     if spec.arch == SCRATCH_ARCH and spec.base_filters < 1:
         raise UsageError(f"base_filters must be at least 1, got {spec.base_filters}")
     if weights_mode(spec.weights) == "path":
-        path = Path(spec.weights).expanduser()
-        if not path.is_file():
-            raise CitysegError(
-                f"weights file not found: {path}; pass --weights imagenet, none, "
-                "or the path of an existing .weights.h5 file"
-            )
-        if not path.name.lower().endswith(WEIGHT_SUFFIXES):
-            raise CitysegError(
-                f"{path} is not a Keras weights file; expected one of {', '.join(WEIGHT_SUFFIXES)}"
-            )
+        require_weights_file(
+            Path(spec.weights).expanduser(),
+            alternatives="imagenet, none, or the path of an existing .weights.h5 file",
+        )
+
+
+def require_weights_file(path: Path, *, alternatives: str, kind: str = "Keras weights") -> None:
+    """Refuse a `--weights` path that is missing or not a file `load_weights` reads."""
+    if not path.is_file():
+        raise CitysegError(f"weights file not found: {path}; pass --weights {alternatives}")
+    if not path.name.lower().endswith(WEIGHT_SUFFIXES):
+        raise CitysegError(
+            f"{path} is not a {kind} file; expected one of {', '.join(WEIGHT_SUFFIXES)}"
+        )
 
 
 def normalisation(spec: ModelSpec) -> str:

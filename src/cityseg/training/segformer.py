@@ -154,18 +154,14 @@ def _check_weights(weights: str) -> None:
 
         preset_kind(path)
         return
-    from cityseg.training.models import WEIGHT_SUFFIXES
+    from cityseg.training.models import require_weights_file
 
-    if not path.is_file():
-        raise CitysegError(
-            f"weights not found: {path}; pass --weights cityscapes, none, a keras-hub preset "
-            "folder (what save_to_preset writes) or a .weights.h5 file"
-        )
-    if not path.name.lower().endswith(WEIGHT_SUFFIXES):
-        raise CitysegError(
-            f"{path} is neither a keras-hub preset folder nor a Keras weights file "
-            f"({', '.join(WEIGHT_SUFFIXES)})"
-        )
+    require_weights_file(
+        path,
+        alternatives="cityscapes, none, a keras-hub preset folder (what save_to_preset "
+        "writes) or a .weights.h5 file",
+        kind="keras-hub preset folder nor a Keras weights",
+    )
 
 
 def _category_count() -> int:
