@@ -466,3 +466,24 @@ def test_square_crops_of_wide_images_train_and_slide(
 
     mask = cityseg.Model(tmp_path / "runs" / "crop" / "best", verbose=False).predict(image)
     assert mask.shape == image.shape[:2]
+
+
+@pytest.mark.slow
+def test_served_wide_images_slide_as_predict_does(finetuned: Path, wide_image: Path) -> None:
+    """The server runs a square-only bundle with the same default window as predict."""
+    from fastapi.testclient import TestClient
+
+    import cityseg
+    from cityseg.images import decode_mask
+    from cityseg.serve import ServeConfig, create_app
+    from serving import wait_ready
+
+    expected = cityseg.Model(finetuned, verbose=False).predict(read_image(wide_image))
+    with TestClient(create_app(ServeConfig(model=finetuned))) as client:
+        wait_ready(client)
+        files = {"image": ("wide.png", wide_image.read_bytes())}
+        response = client.post("/predict?format=ids", files=files)
+    assert response.status_code == 200, response.text
+    served = decode_mask(response.content, "ids")
+    assert served.shape == (SIDE, 2 * SIDE)
+    np.testing.assert_array_equal(served, expected)
