@@ -461,6 +461,10 @@ def test_square_crops_of_wide_images_train_and_slide(
     card = json.loads((tmp_path / "runs" / "crop" / "best" / "cityseg.json").read_text())
     assert (card["height"], card["width"]) == (64, 64)
     assert card["crop"]["image_width"] == 128
+    from cityseg.comparison import compare_runs
+
+    (row,) = compare_runs([tmp_path / "runs" / "crop"]).rows
+    assert row.backbone is None and row.size == "64x128 crop 64x64"  # no backbone to show
     image = read_image(next((train_data / "images").glob("*.png")))
     import cityseg
 

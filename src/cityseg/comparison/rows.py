@@ -17,6 +17,7 @@ from cityseg.api.run import Run
 from cityseg.fsutil import read_json_object
 from cityseg.inference.bundle import CARD_NAME
 from cityseg.runs import CONFIG_NAME
+from cityseg.training.segformer import is_segformer
 from cityseg.tuning.trial import TRIAL_RECORD
 
 METRICS_NAME = "metrics.csv"
@@ -94,6 +95,8 @@ def _fill_config(row: RunRow, config: dict[str, Any]) -> None:
         setattr(row, name, None if value is None else str(value))
     if config.get("arch") == "unet-scratch":
         row.backbone = f"{config.get('base_filters', '?')} filters"
+    elif is_segformer(str(config.get("arch"))):
+        row.backbone = None  # keras-hub's MiT encoder: config.json's backbone means nothing
     if config.get("height") and config.get("width"):
         row.size = f"{config['height']}x{config['width']}"
         crop = config.get("crop")
