@@ -457,15 +457,21 @@ def test_imagenet_weights_in_the_keras_cache_just_work(
     )
 
 
-@pytest.mark.slow
-def test_weights_path_whole_model_encoder_or_neither(tmp_path: Path) -> None:
-    spec = small_spec("pspnet")
-    trained = build_model(spec)
-    whole = tmp_path / "pspnet.weights.h5"
+def _assert_whole_model_reloads(arch: str, tmp_path: Path) -> Path:
+    """`--weights FILE` of a whole model's saved weights rebuilds it weight for weight;
+    the file, for the tests' next checks."""
+    trained = build_model(small_spec(arch))
+    whole = tmp_path / f"{arch}.weights.h5"
     trained.save_weights(str(whole))
-    reloaded = build_model(small_spec("pspnet", weights=str(whole)))
+    reloaded = build_model(small_spec(arch, weights=str(whole)))
     for a, b in zip(trained.get_weights(), reloaded.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+    return whole
+
+
+@pytest.mark.slow
+def test_weights_path_whole_model_encoder_or_neither(tmp_path: Path) -> None:
+    _assert_whole_model_reloads("pspnet", tmp_path)
 
     encoder = _encoder("resnet18", 96)
     encoder_file = tmp_path / "resnet18-encoder.weights.h5"
@@ -510,13 +516,7 @@ def test_keras_applications_imagenet_weights_in_the_cache_just_work(
 def test_keras_applications_weights_path_whole_model_encoder_or_neither(
     tmp_path: Path,
 ) -> None:
-    spec = small_spec("lraspp")
-    trained = build_model(spec)
-    whole = tmp_path / "lraspp.weights.h5"
-    trained.save_weights(str(whole))
-    reloaded = build_model(small_spec("lraspp", weights=str(whole)))
-    for a, b in zip(trained.get_weights(), reloaded.get_weights(), strict=True):
-        np.testing.assert_array_equal(a, b)
+    whole = _assert_whole_model_reloads("lraspp", tmp_path)
 
     encoder = keras.applications.MobileNetV3Small(
         input_shape=(32, 32, 3), include_top=False, weights=None
