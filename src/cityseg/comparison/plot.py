@@ -50,6 +50,33 @@ def plot_points(rows: Sequence[RunRow]) -> tuple[list[Point], str]:
     ], "parameters (millions)"
 
 
+LABEL_OFFSET = (4, 4)
+"""Where a point's name goes, in typographic points from the point."""
+LINE_STEP = 9
+"""How far a crowded label moves down: one line of the 7-point font."""
+NEAR_COST = 0.15
+"""A run name is about this share of the cost axis wide (12 characters of the 7-point font)..."""
+NEAR_SCORE = 0.04
+"""...and one line this share of the score axis high: closer points print over each other."""
+
+
+def label_offsets(points: Sequence[Point]) -> list[tuple[int, int]]:
+    """One offset per point: the usual one, moved a line below the labels of the earlier
+    points that lie near it, so that runs of about the same cost and score stay readable."""
+    cost_span = (max(p.cost for p in points) - min(p.cost for p in points)) or 1.0
+    score_span = (max(p.score for p in points) - min(p.score for p in points)) or 1.0
+    lines: list[int] = []
+    for index, point in enumerate(points):
+        below = [
+            lines[earlier] + 1
+            for earlier, other in enumerate(points[:index])
+            if abs(other.cost - point.cost) < NEAR_COST * cost_span
+            and abs(other.score - point.score) < NEAR_SCORE * score_span
+        ]
+        lines.append(max(below, default=0))
+    return [(LABEL_OFFSET[0], LABEL_OFFSET[1] - LINE_STEP * line) for line in lines]
+
+
 def write_plot(rows: Sequence[RunRow], path: Path) -> int:
     """Draw compare.png; returns how many runs it shows (0: nothing was drawn)."""
     points, axis = plot_points(rows)
@@ -73,12 +100,12 @@ def write_plot(rows: Sequence[RunRow], path: Path) -> int:
         label="Pareto front",
         zorder=3,
     )
-    for point in points:
+    for point, offset in zip(points, label_offsets(points), strict=True):
         axes.annotate(
             point.name,
             (point.cost, point.score),
             textcoords="offset points",
-            xytext=(4, 4),
+            xytext=offset,
             fontsize=7,
         )
     axes.set_xlabel(axis)
