@@ -44,7 +44,8 @@ SMALL = {
     "linknet": ("mobilenetv2", 64),
     "pspnet": ("resnet18", 96),
     "unet-scratch": ("efficientnetb0", 64),
-    "segformer-b0": ("efficientnetb0", 64),  # square only; b1..b5 differ only in size
+    # square only; every size (an eager step of b5, the largest, costs about 20 s)
+    **{f"segformer-b{size}": ("efficientnetb0", 64) for size in range(6)},
     "lraspp": ("mobilenetv3small", 32),
     "deeplabv3plus": ("mobilenetv2", 32),
 }
