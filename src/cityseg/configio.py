@@ -1,10 +1,14 @@
-"""Configs to JSON and back with pydantic's `TypeAdapter`, which validates as it reads.
+"""Configs and reports to JSON and back with pydantic's `TypeAdapter`, which validates as
+it reads.
 
 Run folders keep their `TrainConfig` as config.json and `cityseg serve --workers` hands
 its `ServeConfig` to each worker as JSON. A hand-written loop converted Paths and Enums
 but took any value for any field, so a hand-edited config.json with `"epochs": "ten"`
 failed deep inside training; pydantic turns it into one line naming the field. Pydantic
 comes with FastAPI, and is imported only when a config is read or written.
+Reports (export.json's parity record, metrics.json's scores, `benchmark --json`) are
+written the same way, so each record is its dataclass's fields, in their order, rather
+than a hand-kept copy of them.
 """
 
 from __future__ import annotations
@@ -31,9 +35,12 @@ def _adapter(kind: type[Any]) -> TypeAdapter[Any]:
     return _ADAPTERS[kind]
 
 
-def config_to_json(config: Any) -> dict[str, Any]:
-    """The dataclass as JSON types: Paths as strings, Enums as their values."""
-    dumped: dict[str, Any] = _adapter(type(config)).dump_python(config, mode="json")
+def json_record(record: Any, exclude: set[str] | None = None) -> dict[str, Any]:
+    """The dataclass as JSON types: Paths as strings, Enums as their values, tuples as
+    lists, nested dataclasses as records; the fields in `exclude` left out."""
+    dumped: dict[str, Any] = _adapter(type(record)).dump_python(
+        record, mode="json", exclude=exclude
+    )
     return dumped
 
 

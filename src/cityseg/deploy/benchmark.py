@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from cityseg.config import BenchmarkConfig
+from cityseg.configio import json_record
 from cityseg.deploy.parity import Latency
 from cityseg.errors import UsageError
 from cityseg.inference.bundle import CARD_NAME, card_input_size, read_card
@@ -41,14 +42,8 @@ class BenchmarkRow:
     images_per_second: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": str(self.path),
-            "format": self.format,
-            "runtime": self.runtime,
-            "bytes": self.bytes,
-            "latency_ms": self.latency_ms.to_dict(),
-            "images_per_second": self.images_per_second,
-        }
+        """`benchmark --json`'s row: the path is its "model"."""
+        return {"model": str(self.path), **json_record(self, exclude={"path"})}
 
 
 @dataclass(frozen=True)
@@ -59,7 +54,7 @@ class ComputeCost:
     gflops: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"parameters": self.parameters, "gflops": self.gflops}
+        return json_record(self)
 
 
 @dataclass(frozen=True)
@@ -75,14 +70,8 @@ class BenchmarkReport:
     results: list[BenchmarkRow]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "input_size": list(self.input_size),
-            "batch": self.batch,
-            "runs": self.runs,
-            "threads": self.threads,
-            "keras": None if self.keras is None else self.keras.to_dict(),
-            "results": [row.to_dict() for row in self.results],
-        }
+        rows = [row.to_dict() for row in self.results]
+        return {**json_record(self, exclude={"results"}), "results": rows}
 
 
 def time_models(

@@ -107,6 +107,7 @@ class ExportReport:
         """The report of an export folder, from its export.json."""
         folder = Path(folder)
         record = read_folder_record(folder, EXPORT_NAME, "an export folder")
+        where = f"{folder / EXPORT_NAME}: parity"
         try:
             calibration, parity = record["calibration"], record["parity"]
             return cls(
@@ -121,7 +122,7 @@ class ExportReport:
                 weights_sha256=record["source"]["weights_sha256"],
                 calibration_images=None if calibration is None else int(calibration["images"]),
                 seconds=float(record["seconds"]),
-                parity=None if parity is None else ParityReport.from_dict(parity),
+                parity=None if parity is None else ParityReport.from_dict(parity, where),
                 cityseg_version=record["cityseg_version"],
             )
         except (ValueError, KeyError, TypeError) as exc:

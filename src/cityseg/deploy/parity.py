@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from cityseg.configio import config_from_json, json_record
 from cityseg.evaluation.metrics import ConfusionMatrix
 from cityseg.images import read_image, read_mask
 from cityseg.inference.predictor import Predictor
@@ -74,7 +75,7 @@ class Latency:
         )
 
     def to_dict(self) -> dict[str, float]:
-        return {"p50": self.p50, "p95": self.p95, "mean": self.mean}
+        return json_record(self)
 
 
 def latency_summary(seconds: list[float]) -> dict[str, float]:
@@ -112,37 +113,13 @@ class ParityReport:
     passed: bool
 
     def to_dict(self) -> dict[str, Any]:
-        """Exactly the `parity` record export.json holds, in its key order."""
-        return {
-            "images": self.images,
-            "pixel_agreement": self.pixel_agreement,
-            "miou": {"keras": self.miou.keras, "export": self.miou.export, "drop": self.miou.drop},
-            "latency_ms": {
-                "keras": self.latency_ms.keras.to_dict(),
-                "export": self.latency_ms.export.to_dict(),
-            },
-            "speedup_p50": self.speedup_p50,
-            "tolerance": {
-                "min_pixel_agreement": self.tolerance.min_pixel_agreement,
-                "max_miou_drop": self.tolerance.max_miou_drop,
-            },
-            "passed": self.passed,
-        }
+        """Exactly the `parity` record export.json holds: the fields, in their order."""
+        return json_record(self)
 
     @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> ParityReport:
-        miou, latency = record["miou"], record["latency_ms"]
-        return cls(
-            images=int(record["images"]),
-            pixel_agreement=float(record["pixel_agreement"]),
-            miou=MiouComparison(keras=miou["keras"], export=miou["export"], drop=miou["drop"]),
-            latency_ms=LatencyComparison(
-                keras=Latency(**latency["keras"]), export=Latency(**latency["export"])
-            ),
-            speedup_p50=float(record["speedup_p50"]),
-            tolerance=Tolerance(**record["tolerance"]),
-            passed=bool(record["passed"]),
-        )
+    def from_dict(cls, record: dict[str, Any], where: str = "parity") -> ParityReport:
+        """Read back a `parity` record; a missing or wrong value is one line naming it."""
+        return config_from_json(cls, record, where)
 
 
 def evenly_spaced(entries: list[dict[str, Any]], count: int) -> list[dict[str, Any]]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from cityseg.configio import json_record
+
 __all__ = [
     "ClassScore",
     "ConfusionMatrix",
@@ -212,13 +214,8 @@ class ClassScore:
     """Ground-truth pixels of the class."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "iou": self.iou,
-            "dice": self.dice,
-            "precision": self.precision,
-            "recall": self.recall,
-            "support": self.support,
-        }
+        """The row as metrics.json holds it, under its class name."""
+        return json_record(self, exclude={"name"})
 
 
 @dataclass(frozen=True)
@@ -249,14 +246,8 @@ class ScoreTable:
         raise KeyError(f"no class {name!r}; the classes are {', '.join(self.classes)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "mean_iou": self.mean_iou,
-            "mean_iou_non_void": self.mean_iou_non_void,
-            "pixel_accuracy": self.pixel_accuracy,
-            "mean_dice": self.mean_dice,
-            "void_classes": list(self.void_classes),
-            "per_class": {row.name: row.to_dict() for row in self.per_class},
-        }
+        rows = {row.name: row.to_dict() for row in self.per_class}
+        return {**json_record(self, exclude={"per_class"}), "per_class": rows}
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> ScoreTable:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cityseg import __version__
+from cityseg.configio import json_record
 from cityseg.errors import DataError
 from cityseg.evaluation.metrics import ScoreTable
 from cityseg.fsutil import read_folder_record
@@ -42,12 +43,7 @@ class GroupScores:
     pixel_accuracy: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "images": self.images,
-            "mean_iou": self.mean_iou,
-            "mean_iou_non_void": self.mean_iou_non_void,
-            "pixel_accuracy": self.pixel_accuracy,
-        }
+        return json_record(self)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 
 from cityseg.config import ServeConfig
-from cityseg.configio import config_from_json, config_to_json
+from cityseg.configio import config_from_json, json_record
 from cityseg.errors import CitysegError
 from cityseg.inference.sliding import as_window
 
@@ -29,7 +29,7 @@ def check_limits(config: ServeConfig) -> None:
 
 def settings_to_env(config: ServeConfig) -> str:
     """`config` as the JSON that `settings_from_env` reads back in each worker process."""
-    return json.dumps(config_to_json(config))
+    return json.dumps(json_record(config))
 
 
 def settings_from_env(environ: Mapping[str, str] | None = None) -> ServeConfig:

@@ -56,7 +56,7 @@ class TrainReport:
 
 
 def config_to_json(config: TrainConfig) -> dict[str, Any]:
-    return configio.config_to_json(config)
+    return configio.json_record(config)
 
 
 def config_from_json(raw: dict[str, Any], where: str = CONFIG_NAME) -> TrainConfig:
