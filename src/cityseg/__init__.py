@@ -15,21 +15,13 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from cityseg import serve
-    from cityseg.api import (
-        EpochMetrics,
-        Model,
-        Run,
-        RunMetrics,
-        benchmark,
-        compare,
-        demo,
-        evaluate_predictions,
-        predict_files,
-        prepare,
-        remap,
-        train,
-        tune,
-    )
+    from cityseg.api.dataset import prepare, remap
+    from cityseg.api.deploy import benchmark
+    from cityseg.api.files import evaluate_predictions, predict_files
+    from cityseg.api.model import Model
+    from cityseg.api.pipeline import demo
+    from cityseg.api.run import EpochMetrics, Run, RunMetrics, train
+    from cityseg.api.study import compare, tune
     from cityseg.comparison import Comparison
     from cityseg.config import TrainConfig, TuneConfig
     from cityseg.dataset.prepare import PrepareReport
@@ -42,19 +34,19 @@ if TYPE_CHECKING:
     from cityseg.tuning.study import TuneReport
 
 _LAZY = {
-    "Model": "cityseg.api",
-    "Run": "cityseg.api",
-    "RunMetrics": "cityseg.api",
-    "EpochMetrics": "cityseg.api",
-    "prepare": "cityseg.api",
-    "remap": "cityseg.api",
-    "train": "cityseg.api",
-    "predict_files": "cityseg.api",
-    "evaluate_predictions": "cityseg.api",
-    "benchmark": "cityseg.api",
-    "demo": "cityseg.api",
-    "tune": "cityseg.api",
-    "compare": "cityseg.api",
+    "Model": "cityseg.api.model",
+    "Run": "cityseg.api.run",
+    "RunMetrics": "cityseg.api.run",
+    "EpochMetrics": "cityseg.api.run",
+    "prepare": "cityseg.api.dataset",
+    "remap": "cityseg.api.dataset",
+    "train": "cityseg.api.run",
+    "predict_files": "cityseg.api.files",
+    "evaluate_predictions": "cityseg.api.files",
+    "benchmark": "cityseg.api.deploy",
+    "demo": "cityseg.api.pipeline",
+    "tune": "cityseg.api.study",
+    "compare": "cityseg.api.study",
     "TrainConfig": "cityseg.config",
     "TuneConfig": "cityseg.config",
     "TuneReport": "cityseg.tuning.study",

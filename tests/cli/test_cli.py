@@ -111,7 +111,7 @@ def test_train_flags_reach_the_config_as_cityseg_train_keywords(
 ) -> None:
     """`cityseg train` is `cityseg.train(**flags)`: its `TrainConfig` comes from the API's
     one builder, enums as the plain strings config.json stores, defaults untouched."""
-    import cityseg.api
+    import cityseg.api.run
     from cityseg.api.run import with_overrides
     from cityseg.errors import CitysegError
 
@@ -122,7 +122,7 @@ def test_train_flags_reach_the_config_as_cityseg_train_keywords(
         seen["config"] = with_overrides(TrainConfig(), keywords)
         raise CitysegError("stopped before training")
 
-    monkeypatch.setattr(cityseg.api, "train", keywords_only)
+    monkeypatch.setattr(cityseg.api.run, "train", keywords_only)
     flags = ["--arch", "unet", "--loss", "dice", "--aug", "hard", "--size", "64x128"]
     flags += ["--optimizer", "sgd", "--epochs", "3", "--name", "x", "--resume", str(tmp_path)]
     result = cli("train", *flags)

@@ -233,7 +233,7 @@ def test_a_study_retrains_with_its_crop() -> None:
 def test_a_crop_run_builds_at_the_crop_and_validates_as_evaluate_slides(
     train_data: Path, tmp_path: Path, cli, messages: list[str]
 ) -> None:
-    from cityseg.api import Model
+    from cityseg.api.model import Model
     from cityseg.inference.bundle import load_bundle
     from cityseg.training.models import build_from_card
 

@@ -21,32 +21,7 @@ one call into this API, so the two never disagree; results are typed reports
 (docs/python.md). Messages go through the standard `logging` module, under the "cityseg"
 logger (`cityseg.logs`): on stdout unless you add a handler of your own first. Each call
 takes `verbose`: `False` turns its bars off and keeps only the warnings.
+
+The names are `cityseg`'s own (`cityseg.Model`, lazily imported); this package holds
+one module a concept: `model`, `run`, `dataset`, `files`, `deploy`, `pipeline`, `study`.
 """
-
-from __future__ import annotations
-
-from cityseg.api.dataset import prepare, remap
-from cityseg.api.deploy import benchmark
-from cityseg.api.files import evaluate_predictions, predict_files
-from cityseg.api.model import Model
-from cityseg.api.pipeline import demo
-from cityseg.api.run import EpochMetrics, Run, RunMetrics, WorkerProcessError, train
-from cityseg.api.study import compare, search_space, tune
-
-__all__ = [
-    "EpochMetrics",
-    "Model",
-    "Run",
-    "RunMetrics",
-    "WorkerProcessError",
-    "benchmark",
-    "compare",
-    "demo",
-    "evaluate_predictions",
-    "predict_files",
-    "prepare",
-    "remap",
-    "search_space",
-    "train",
-    "tune",
-]

@@ -199,8 +199,8 @@ def prepare(
 ) -> None:
     """Turn Cityscapes zips, or your own annotated images, into a train-ready dataset."""
     options = dict(locals())  # the flags by name, each named as the API's keyword
-    from cityseg.api import prepare as prepare_data
     from cityseg.api.dataset import check_format_options
+    from cityseg.api.dataset import prepare as prepare_data
     from cityseg.dataset.sized import parse_sizes
 
     check_format_options(format, options, flags=True)
@@ -290,7 +290,7 @@ def remap(
     quiet: Quiet = False,
 ) -> None:
     """Map labelIds PNGs to class-id PNGs (exact, via a 256-entry lookup table)."""
-    from cityseg.api import remap as remap_masks
+    from cityseg.api.dataset import remap as remap_masks
 
     report = remap_masks(
         inputs,
@@ -361,7 +361,7 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Run the pipeline on generated data (no download needed)."""
-    from cityseg.api import demo as run_demo
+    from cityseg.api.pipeline import demo as run_demo
 
     run_demo(
         directory,

@@ -149,7 +149,7 @@ def benchmark(
     """Time each runtime (Keras, TFLite, ONNX) on this machine; FLOPs and parameters."""
     import json
 
-    from cityseg.api import benchmark as time_models
+    from cityseg.api.deploy import benchmark as time_models
     from cityseg.fsutil import atomic_write_json
 
     result = time_models(

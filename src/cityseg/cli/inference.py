@@ -82,7 +82,7 @@ def evaluate(
 ) -> None:
     """Score a model (or a folder of predictions), including the official Cityscapes IoU."""
     if predictions is not None:
-        from cityseg.api import evaluate_predictions  # PNGs only: no TensorFlow
+        from cityseg.api.files import evaluate_predictions  # PNGs only: no TensorFlow
 
         if model is not None:
             raise UsageError("pass either a model or --predictions, not both")
@@ -167,7 +167,7 @@ def predict(
     quiet: Quiet = False,
 ) -> None:
     """Write colour masks (or ids, overlays, labelIds) for images, at each image's size."""
-    from cityseg.api import predict_files
+    from cityseg.api.files import predict_files
 
     # Not `open_model`: predict checks every input before it looks for the model.
     report = predict_files(

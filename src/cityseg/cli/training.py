@@ -24,7 +24,7 @@ from cityseg.config import (
 )
 
 if TYPE_CHECKING:
-    from cityseg.api import Run
+    from cityseg.api.run import Run
 
 app = typer.Typer()
 
@@ -153,8 +153,8 @@ def train(
 def _train_and_print(settings: dict[str, Any]) -> None:
     """`cityseg.train` with the flags as its keywords: the one `TrainConfig` builder that
     `cityseg.train`, `cityseg.tune` and `cityseg tune` use too (`with_overrides`)."""
-    from cityseg.api import WorkerProcessError
-    from cityseg.api import train as train_run
+    from cityseg.api.run import WorkerProcessError
+    from cityseg.api.run import train as train_run
 
     try:
         run = train_run(**settings)
