@@ -25,7 +25,7 @@ from cityseg.logs import cli_messages
 from cityseg.runs import parse_size
 
 if TYPE_CHECKING:
-    from cityseg.api.model import Model
+    from cityseg.api.model import Model as CitysegModel
 
 out = Console(soft_wrap=True)
 """Results: what a script reads from stdout."""
@@ -135,14 +135,14 @@ def note(message: str) -> None:
     err.print(escape(message), highlight=False)
 
 
-def open_model(model: Path | None, project: Path, *, quiet: bool = False) -> Model:
+def open_model(model: Path | None, project: Path, *, quiet: bool = False) -> CitysegModel:
     """`--model` as a `cityseg.Model`, defaulting (and saying so with the commands' own
     wording, `choose another with --model`) to the newest run's best under `project`.
     Reads the card only: no TensorFlow until the model runs."""
-    from cityseg.api.model import Model
+    from cityseg.api.model import Model as CitysegModel
     from cityseg.inference.predictor import resolve_model
 
-    return Model(resolve_model(model, project), verbose=not quiet)
+    return CitysegModel(resolve_model(model, project), verbose=not quiet)
 
 
 def human_bytes(size: int) -> str:
