@@ -31,7 +31,7 @@ from cityseg.config import (
     PredictConfig,
     Split,
 )
-from cityseg.inference.bundle import card_input_size, card_palette, read_card
+from cityseg.inference.bundle import CardFacts, read_card
 from cityseg.inference.predictor import newest_bundle
 from cityseg.inference.pretrained import named_or_path
 from cityseg.inference.runtimes import model_format
@@ -60,7 +60,7 @@ Format = str | ExportFormat
 logger = logging.getLogger(__name__)
 
 
-class Model:
+class Model(CardFacts):
     """A bundle or export folder (or its model.tflite / model.onnx), or a pretrained
     model's name ("segformer-b0-cityscapes", `cityseg.inference.pretrained`); None: the
     newest run's best bundle under `project`, as every CLI command defaults to. `verbose` shows
@@ -93,21 +93,6 @@ class Model:
     def card(self) -> dict[str, Any]:
         """The model card (cityseg.json) as recorded; a copy."""
         return dict(self._card)
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names in id order: mask value i is `classes[i]`."""
-        return [str(name) for name in self._card["classes"]]
-
-    @property
-    def palette(self) -> np.ndarray:
-        """(classes, 3) uint8 RGB: the colour of each class id."""
-        return card_palette(self._card)
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        """(height, width) the model runs at; images of any size are resized to it."""
-        return card_input_size(self._card)
 
     @property
     def format(self) -> str:

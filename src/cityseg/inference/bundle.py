@@ -158,9 +158,29 @@ def card_input_size(card: dict[str, Any]) -> tuple[int, int]:
     return int(card["height"]), int(card["width"])
 
 
-def card_palette(card: dict[str, Any]) -> np.ndarray:
-    """(classes, 3) uint8 RGB: the colour of each class id."""
-    return np.array(card["palette"], dtype=np.uint8)
+class CardFacts:
+    """What every holder of a model card (`cityseg.Model`, a `Predictor`) reads from it
+    alike: the class names, their colours and the input size, defined once so the
+    Python API and the runtime never disagree. A subclass provides `card`."""
+
+    @property
+    def card(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in id order: mask value i is `classes[i]`."""
+        return [str(name) for name in self.card["classes"]]
+
+    @property
+    def palette(self) -> np.ndarray:
+        """(classes, 3) uint8 RGB: the colour of each class id."""
+        return np.array(self.card["palette"], dtype=np.uint8)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the model runs at; images of any size are resized to it."""
+        return card_input_size(self.card)
 
 
 def verified_weights(folder: Path, card: dict[str, Any]) -> Path:

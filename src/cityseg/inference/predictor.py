@@ -21,7 +21,7 @@ import numpy as np
 from cityseg.config import DEFAULT_PROJECT
 from cityseg.errors import CitysegError, UsageError
 from cityseg.images import resize_image
-from cityseg.inference.bundle import CARD_NAME, card_input_size, card_palette, read_card
+from cityseg.inference.bundle import CARD_NAME, CardFacts, card_input_size, read_card
 from cityseg.inference.pretrained import named_or_path
 from cityseg.inference.runtimes import KERAS, LoadedModel, Runtime, model_format, open_model
 from cityseg.inference.sliding import Window, slide_probabilities
@@ -103,7 +103,7 @@ def _plane_at(probs: np.ndarray, class_id: int, height: int, width: int) -> np.n
 
 
 @dataclass
-class Predictor:
+class Predictor(CardFacts):
     model: LoadedModel
     tta_flip: bool = False
     window: Window | None = None
@@ -132,18 +132,6 @@ class Predictor:
     @property
     def runtime(self) -> Runtime:
         return self.model.runtime
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.card["classes"])
-
-    @property
-    def palette(self) -> np.ndarray:
-        return card_palette(self.card)
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return card_input_size(self.card)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Class probabilities (H, W, C) at each RGB uint8 image's own size."""
