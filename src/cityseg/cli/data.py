@@ -352,7 +352,7 @@ def demo(
     directory: Directory = SYNTHETIC.output,
     format: DemoFormatOption = DemoFormat.cityscapes,
     data_only: DataOnly = False,
-    images_per_city: Images = None,
+    images: Images = None,
     height: Height = None,
     width: Width = None,
     seed: int = SYNTHETIC.seed,
@@ -361,17 +361,9 @@ def demo(
     quiet: Quiet = False,
 ) -> None:
     """Run the pipeline on generated data (no download needed)."""
+    flags = dict(locals())  # the flags by name: each is a `cityseg.demo` keyword but two
+    flags["train"] = not flags.pop("no_train")
+    flags["verbose"] = not flags.pop("quiet")
     from cityseg.api.pipeline import demo as run_demo
 
-    run_demo(
-        directory,
-        format=format,
-        images=images_per_city,
-        height=height,
-        width=width,
-        seed=seed,
-        epochs=epochs,
-        data_only=data_only,
-        train=not no_train,
-        verbose=not quiet,
-    )
+    run_demo(**flags)
