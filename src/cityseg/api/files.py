@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from cityseg.api._common import PathLike, optional_path
 from cityseg.api.model import Model
@@ -31,6 +31,19 @@ if TYPE_CHECKING:
 
 PREDICT = PredictConfig()
 EVALUATE = EvaluateConfig()
+
+
+class PredictFileOptions(TypedDict, total=False):
+    """`predict_files`' options, as `Model.predict_files` passes them on: its defaults
+    are `predict_files`' own, so they are written once."""
+
+    format: str | OutputFormat
+    legend: bool
+    alpha: float
+    tta: bool
+    batch: int
+    slide: str | Window | None
+    verbose: bool
 
 
 def predict_files(

@@ -27,7 +27,6 @@ from cityseg.config import (
     EvaluateConfig,
     ExportConfig,
     ExportFormat,
-    OutputFormat,
     PredictConfig,
     Split,
 )
@@ -41,6 +40,9 @@ from cityseg.progress import track
 from cityseg.runs import resolve_data, run_dir_of
 
 if TYPE_CHECKING:
+    from typing import Unpack
+
+    from cityseg.api.files import PredictFileOptions
     from cityseg.api.images import ImageInput
     from cityseg.api.run import Run
     from cityseg.deploy.benchmark import BenchmarkReport
@@ -336,33 +338,16 @@ class Model(CardFacts):
         self,
         inputs: PathLike | Sequence[PathLike],
         output: PathLike,
-        *,
-        format: str | OutputFormat = PREDICT.format,
-        legend: bool = PREDICT.legend,
-        alpha: float = PREDICT.alpha,
-        tta: bool = PREDICT.tta_flip,
-        batch: int = PREDICT.batch,
-        slide: str | Window | None = None,
-        verbose: bool | None = None,
+        **options: Unpack[PredictFileOptions],
     ) -> PredictReport:
         """Write a mask file per input image, as `cityseg predict INPUT... -o OUTPUT
-        --model PATH` does; see `cityseg.predict_files`. The model stays loaded.
-        `verbose` defaults to the model's own."""
+        --model PATH` does. The options are `cityseg.predict_files`' (format, legend,
+        alpha, tta, batch, slide, verbose), with the same defaults but `verbose`: the
+        model's own. The model stays loaded."""
         from cityseg.api.files import predict_files
 
-        shown = self._verbose if verbose is None else verbose
-        return predict_files(
-            inputs,
-            output,
-            model=self,
-            format=format,
-            legend=legend,
-            alpha=alpha,
-            tta=tta,
-            batch=batch,
-            slide=slide,
-            verbose=shown,
-        )
+        options.setdefault("verbose", self._verbose)
+        return predict_files(inputs, output, model=self, **options)
 
     def __repr__(self) -> str:
         card = self._card
