@@ -393,3 +393,18 @@ class TuneConfig:
     seed: int = 0
     """The sampler's seed (each trial trains with `TrainConfig.seed`)."""
     latency_runs: int = 10
+
+
+# Each command's defaults as one shared instance, read by the CLI, the Python API and
+# the library alike (the configs are frozen, so sharing them is safe).
+REMAP = RemapConfig()
+PREPARE = PrepareConfig()
+OWN = OwnDataConfig()
+SYNTHETIC = SyntheticConfig()
+TRAIN = TrainConfig()
+EVALUATE = EvaluateConfig()
+PREDICT = PredictConfig()
+EXPORT = ExportConfig()
+BENCHMARK = BenchmarkConfig()
+SERVE = ServeConfig()
+TUNE = TuneConfig()

@@ -17,12 +17,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from cityseg.config import TrainConfig
+from cityseg.config import TRAIN
 from cityseg.dataset.manifest import is_dataset
 from cityseg.errors import UsageError
 
 logger = logging.getLogger(__name__)
-DEFAULT_DATA = TrainConfig().data
+DEFAULT_DATA = TRAIN.data
 RUN_LEVELS = 3
 """Folders searched for config.json: the model's own, its parent and grandparent."""
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers import labels as cs
 
+from cityseg.config import PrepareConfig
 from cityseg.dataset import prepare as prepare_module
 from cityseg.dataset.manifest import iter_entries, read_manifest
 from cityseg.dataset.prepare import choose_val_cities, prepare_dataset
@@ -281,9 +282,7 @@ def test_oversized_member_is_refused(
         largest = max(info.file_size for info in archive.infolist())
     big = np.random.default_rng(0).integers(0, 256, largest + 1000, dtype=np.uint8).tobytes()
     rewrite_zip(raw / LEFT, add={"leftImg8bit/train/big.bin": big})
-    monkeypatch.setattr(
-        prepare_module, "DEFAULTS", prepare_module.PrepareConfig(max_member_bytes=largest + 500)
-    )
+    monkeypatch.setattr(prepare_module, "PREPARE", PrepareConfig(max_member_bytes=largest + 500))
     with pytest.raises(UnsafeArchiveError, match=f"declares {largest + 1000} bytes"):
         prepare_dataset(raw, tmp_path / "ds", verify=False, show_progress=False)
 

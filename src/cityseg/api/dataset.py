@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from cityseg.api._common import PathLike, optional_path, size_of
 from cityseg.config import (
+    OWN,
+    PREPARE,
+    REMAP,
     Background,
     DataFormat,
     GroundTruth,
     LabelSource,
-    OwnDataConfig,
-    PrepareConfig,
-    RemapConfig,
     SplitBy,
     UnknownPolicy,
 )
@@ -38,9 +38,6 @@ if TYPE_CHECKING:
     from cityseg.dataset.remap import RemapReport
     from cityseg.dataset.schemes import Scheme
 
-PREPARE = PrepareConfig()
-OWN = OwnDataConfig()
-REMAP = RemapConfig()
 Size = str | tuple[int, int]
 
 OWN_ONLY = ("annotations", "classes", "ignore", "palette", "class_attr", "test_ratio", "group_by")

@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 
 from cityseg.api._common import PathLike, size_of
 from cityseg.api.model import Model
-from cityseg.config import DEFAULT_PROJECT, BenchmarkConfig
+from cityseg.config import (
+    BENCHMARK,
+    DEFAULT_PROJECT,
+)
 from cityseg.inference.predictor import newest_bundle
 from cityseg.inference.pretrained import named_or_path
 from cityseg.logs import api_messages
@@ -18,7 +21,6 @@ from cityseg.logs import api_messages
 if TYPE_CHECKING:
     from cityseg.deploy.benchmark import BenchmarkReport
 
-BENCHMARK = BenchmarkConfig()
 Timed = Model | PathLike
 
 

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, TypedDict
 
 from cityseg.api._common import PathLike, optional_path
 from cityseg.api.model import Model
-from cityseg.config import DEFAULT_PROJECT, EvaluateConfig, OutputFormat, PredictConfig, Split
+from cityseg.config import (
+    DEFAULT_PROJECT,
+    EVALUATE,
+    PREDICT,
+    OutputFormat,
+    PredictConfig,
+    Split,
+)
 from cityseg.errors import UsageError
 from cityseg.inference.sliding import Window, as_window
 from cityseg.logs import api_messages
@@ -28,9 +35,6 @@ if TYPE_CHECKING:
     from cityseg.evaluation.report import EvalReport
     from cityseg.inference.predict import PredictReport
     from cityseg.inference.predictor import Predictor
-
-PREDICT = PredictConfig()
-EVALUATE = EvaluateConfig()
 
 
 class PredictFileOptions(TypedDict, total=False):

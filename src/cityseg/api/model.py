@@ -22,12 +22,12 @@ from cityseg import images
 from cityseg.api import images as inputs
 from cityseg.api._common import PathLike, optional_path, size_of
 from cityseg.config import (
+    BENCHMARK,
     DEFAULT_PROJECT,
-    BenchmarkConfig,
-    EvaluateConfig,
-    ExportConfig,
+    EVALUATE,
+    EXPORT,
+    PREDICT,
     ExportFormat,
-    PredictConfig,
     Split,
 )
 from cityseg.inference.bundle import CardFacts, read_card
@@ -52,10 +52,6 @@ if TYPE_CHECKING:
     from cityseg.inference.predictor import Predictor
     from cityseg.inference.runtimes import LoadedModel
 
-EVALUATE = EvaluateConfig()
-EXPORT = ExportConfig()
-BENCHMARK = BenchmarkConfig()
-PREDICT = PredictConfig()
 Masks = list[np.ndarray]
 WithProbabilities = list[tuple[np.ndarray, np.ndarray]]
 Format = str | ExportFormat

@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cityseg.api._common import PathLike
-from cityseg.config import TrainConfig, TuneConfig
+from cityseg.config import (
+    TUNE,
+    TrainConfig,
+    TuneConfig,
+)
 from cityseg.logs import api_messages
 
 if TYPE_CHECKING:
     from cityseg.comparison import Comparison
     from cityseg.tuning.space import SearchSpace
     from cityseg.tuning.study import TuneReport
-
-TUNE = TuneConfig()
 
 
 def tune(

@@ -15,15 +15,15 @@ from rich.table import Table
 
 from cityseg.cli.options import Command, Quiet, Workers, human_bytes, out
 from cityseg.config import (
+    OWN,
+    PREPARE,
+    REMAP,
+    SYNTHETIC,
     Background,
     DataFormat,
     GroundTruth,
     LabelSource,
-    OwnDataConfig,
-    PrepareConfig,
-    RemapConfig,
     SplitBy,
-    SyntheticConfig,
     UnknownPolicy,
 )
 from cityseg.demo_pipeline import DemoFormat
@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
-REMAP = RemapConfig()
-PREPARE = PrepareConfig()
-OWN = OwnDataConfig()
-SYNTHETIC = SyntheticConfig()
 
 # `prepare` has more options than any other command; naming each keeps its signature a
 # list one can read.

@@ -23,7 +23,12 @@ from cityseg.cli.options import (
     out,
     size_option,
 )
-from cityseg.config import DEFAULT_PROJECT, BenchmarkConfig, ExportConfig, ExportFormat
+from cityseg.config import (
+    BENCHMARK,
+    DEFAULT_PROJECT,
+    EXPORT,
+    ExportFormat,
+)
 
 if TYPE_CHECKING:
     from cityseg.deploy.benchmark import BenchmarkReport
@@ -31,8 +36,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
-EXPORT = ExportConfig()
-BENCHMARK = BenchmarkConfig()
 
 Formats = Annotated[
     list[ExportFormat],

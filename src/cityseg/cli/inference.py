@@ -32,10 +32,11 @@ from cityseg.cli.options import (
 from cityseg.config import (
     DEFAULT_DATA,
     DEFAULT_PROJECT,
+    EVALUATE,
+    PREDICT,
+    SERVE,
     TTA,
-    EvaluateConfig,
     OutputFormat,
-    PredictConfig,
     ServeConfig,
     Split,
 )
@@ -46,9 +47,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
-EVALUATE = EvaluateConfig()
-PREDICT = PredictConfig()
-SERVE = ServeConfig()
 SPLIT = Split(EVALUATE.split)
 EVALUATE_TTA = tta_choice(EVALUATE.tta_flip)
 PREDICT_TTA = tta_choice(PREDICT.tta_flip)

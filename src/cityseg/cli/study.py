@@ -14,15 +14,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cityseg.cli.options import Command, Crop, InputSize, Size, note, out
-from cityseg.config import TrainConfig, TuneConfig
+from cityseg.config import (
+    TRAIN,
+    TUNE,
+)
 
 if TYPE_CHECKING:
     from cityseg.comparison import Comparison
 
 app = typer.Typer()
 
-TRAIN = TrainConfig()
-TUNE = TuneConfig()
 SIZE = Size(TRAIN.height, TRAIN.width)
 OBJECTIVE = ",".join(TUNE.objectives)
 SEARCH_HELP = "Choices a,b,c, a range LOW:HIGH[:log], or one value."

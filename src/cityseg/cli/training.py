@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from cityseg.cli.options import Command, Crop, InputSize, Size, out
 from cityseg.config import (
+    TRAIN,
     Arch,
     Augmentation,
     Loss,
@@ -20,7 +21,6 @@ from cityseg.config import (
     Precision,
     Schedule,
     Strategy,
-    TrainConfig,
 )
 
 if TYPE_CHECKING:
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer()
 
-TRAIN = TrainConfig()
 # TrainConfig holds the plain strings config.json stores; the options take the enums.
 ARCH = Arch(TRAIN.arch)
 LOSS = Loss(TRAIN.loss)

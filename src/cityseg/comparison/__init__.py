@@ -52,11 +52,11 @@ def compare_runs(
     from cityseg.comparison.rows import find_evaluations, read_row
     from cityseg.comparison.studies import trial_fates
     from cityseg.comparison.table import COLUMNS, class_columns, sort_rows
-    from cityseg.config import EvaluateConfig
+    from cityseg.config import EVALUATE
 
     trial_fates.cache_clear()  # studies change between calls (a resumed study)
     runs = collect_runs(list(paths))
-    searched = [*runs, *(evaluations or [EvaluateConfig().project])]
+    searched = [*runs, *(evaluations or [EVALUATE.project])]
     found = find_evaluations([p for p in searched if p.is_dir()])
     rows = [read_row(run, display_name(run), found) for run in runs]
     if costs:

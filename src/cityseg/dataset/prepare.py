@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 
 from cityseg import __version__, images
-from cityseg.config import GroundTruth, LabelSource, PrepareConfig, SplitBy, default_workers
+from cityseg.config import (
+    PREPARE,
+    GroundTruth,
+    LabelSource,
+    SplitBy,
+    default_workers,
+)
 from cityseg.dataset import manifest, sized
 from cityseg.dataset.annotations.cityscapes_polygons import parse_polygons, rasterise_annotation
 from cityseg.dataset.remap import remap_array
@@ -45,7 +51,6 @@ from cityseg.errors import DataError, DiskFullError, UsageError
 from cityseg.fsutil import atomic_write_bytes, atomic_write_json, remove_stale_parts
 from cityseg.progress import run_parallel
 
-DEFAULTS = PrepareConfig()
 SOURCE_STAMP = ".cityseg-source.json"
 """Written before the first file, so a resumed run can tell it reads the same packages."""
 
@@ -81,25 +86,25 @@ class PrepareReport:
 def _zip_bounds() -> dict[str, int]:
     """What a zip member may be before prepare refuses it (zip bombs, see sources.py)."""
     return {
-        "max_member_bytes": DEFAULTS.max_member_bytes,
-        "max_ratio": DEFAULTS.max_compression_ratio,
+        "max_member_bytes": PREPARE.max_member_bytes,
+        "max_ratio": PREPARE.max_compression_ratio,
     }
 
 
 def prepare_dataset(
     raw: Path,
-    output: Path = DEFAULTS.output,
+    output: Path = PREPARE.output,
     *,
-    val_ratio: float = DEFAULTS.val_ratio,
-    split_by: SplitBy = DEFAULTS.split_by,
-    labels: LabelSource = DEFAULTS.labels,
-    annotations: GroundTruth = DEFAULTS.annotations,
-    seed: int = DEFAULTS.seed,
-    limit: int | None = DEFAULTS.limit,
-    fraction: float | None = DEFAULTS.fraction,
-    verify: bool = DEFAULTS.verify,
-    scheme_name: str = DEFAULTS.scheme,
-    sizes: Sequence[tuple[int, int]] = DEFAULTS.sizes,
+    val_ratio: float = PREPARE.val_ratio,
+    split_by: SplitBy = PREPARE.split_by,
+    labels: LabelSource = PREPARE.labels,
+    annotations: GroundTruth = PREPARE.annotations,
+    seed: int = PREPARE.seed,
+    limit: int | None = PREPARE.limit,
+    fraction: float | None = PREPARE.fraction,
+    verify: bool = PREPARE.verify,
+    scheme_name: str = PREPARE.scheme,
+    sizes: Sequence[tuple[int, int]] = PREPARE.sizes,
     workers: int | None = None,
     show_progress: bool = True,
 ) -> PrepareReport:
@@ -211,7 +216,7 @@ def _choices(**chosen: Enum) -> dict[str, str]:
     """The enum options that differ from their defaults, by value: a default is left out,
     so manifests written before the option existed stay current."""
     return {
-        name: value.value for name, value in chosen.items() if value is not getattr(DEFAULTS, name)
+        name: value.value for name, value in chosen.items() if value is not getattr(PREPARE, name)
     }
 
 

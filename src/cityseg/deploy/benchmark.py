@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.config import BenchmarkConfig
+from cityseg.config import (
+    BENCHMARK,
+)
 from cityseg.configio import json_record
 from cityseg.deploy.parity import Latency
 from cityseg.errors import UsageError
@@ -27,7 +29,6 @@ from cityseg.inference.runtimes import KERAS, LoadedModel, cpu_threads, model_fo
 
 logger = logging.getLogger(__name__)
 WARMUP_CALLS = 3
-BENCHMARK = BenchmarkConfig()
 
 
 @dataclass(frozen=True)

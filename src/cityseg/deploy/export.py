@@ -24,7 +24,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cityseg import __version__
-from cityseg.config import DEFAULT_DATA, ExportConfig
+from cityseg.config import (
+    DEFAULT_DATA,
+    EXPORT,
+)
 from cityseg.deploy.parity import ParityReport
 from cityseg.errors import CitysegError, DataError, UsageError
 from cityseg.fsutil import atomic_write_json, read_folder_record
@@ -52,7 +55,6 @@ logger = logging.getLogger(__name__)
 EXPORT_NAME = "export.json"
 ARTEFACT_NAMES = {SAVEDMODEL: "saved_model", ONNX: "model.onnx"}
 ONNX_OPSET = 17
-EXPORT = ExportConfig()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cityseg.config import DEFAULT_DATA, EvaluateConfig
+from cityseg.config import (
+    DEFAULT_DATA,
+    EVALUATE,
+)
 from cityseg.dataset import labels
 from cityseg.dataset.manifest import (
     SPLITS,
@@ -69,7 +72,6 @@ OFFICIAL_SCHEME = "categories"
 NUM_CATEGORIES = len(labels.CATEGORIES)
 VOID_CATEGORY = 0
 DEFAULT_PREDICTIONS_NAME = "predictions"
-EVALUATE = EvaluateConfig()
 
 
 # --------------------------------------------------------------------------- official score

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cityseg import __version__, images
-from cityseg.config import DEFAULT_PROJECT, OutputFormat, PredictConfig
+from cityseg.config import (
+    DEFAULT_PROJECT,
+    PREDICT,
+    OutputFormat,
+    PredictConfig,
+)
 from cityseg.dataset.manifest import is_dataset
 from cityseg.errors import DataError, UsageError
 from cityseg.fsutil import (
@@ -50,7 +55,6 @@ FILE_SUFFIXES = (".png", *JPEG_SUFFIXES)
 IMAGE_LIKE_SUFFIXES = (*FILE_SUFFIXES, ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """An `-o` ending so is meant as a file, never as a folder named like one."""
 CATEGORIES_SCHEME = "categories"
-PREDICT = PredictConfig()
 
 
 @dataclass(frozen=True)

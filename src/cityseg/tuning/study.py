@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cityseg.config import TrainConfig, TuneConfig
+from cityseg.config import (
+    TUNE,
+    TrainConfig,
+    TuneConfig,
+)
 from cityseg.errors import CitysegError, UsageError
 from cityseg.tuning.best import BestTrial, best_trials, write_best
 from cityseg.tuning.space import SearchSpace, apply_to
@@ -60,9 +64,6 @@ class TuneReport:
     best: list[BestTrial]
     """The best trial, or the Pareto front of a multi-objective study."""
     best_json: Path | None
-
-
-TUNE = TuneConfig()
 
 
 def tune(base: TrainConfig, space: SearchSpace, settings: TuneConfig = TUNE) -> TuneReport:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cityseg.config import Background, DataFormat, OwnDataConfig
+from cityseg.config import (
+    OWN,
+    Background,
+    DataFormat,
+)
 from cityseg.errors import UsageError
-
-DEFAULTS = OwnDataConfig()
 
 
 @dataclass(frozen=True)
@@ -27,10 +29,10 @@ class OwnDataOptions:
     classes: Sequence[str] | None = None
     ignore: str | None = None
     palette: Path | None = None
-    background: Background = DEFAULTS.background
-    val_ratio: float = DEFAULTS.val_ratio
-    test_ratio: float = DEFAULTS.test_ratio
-    seed: int = DEFAULTS.seed
+    background: Background = OWN.background
+    val_ratio: float = OWN.val_ratio
+    test_ratio: float = OWN.test_ratio
+    seed: int = OWN.seed
     group_by: str | None = None
 
     def check(self) -> None:

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 
 from cityseg import __version__, images
-from cityseg.config import default_workers
+from cityseg.config import OWN, default_workers
 from cityseg.dataset import manifest, sized
 from cityseg.dataset.annotations.rasterise import RasterStats
 from cityseg.dataset.own import splits
 from cityseg.dataset.own.classes import ClassTable
 from cityseg.dataset.own.files import ImageIndex, dataset_keys, split_folder
 from cityseg.dataset.own.formats import read_source
-from cityseg.dataset.own.options import DEFAULTS, OwnDataOptions
+from cityseg.dataset.own.options import OwnDataOptions
 from cityseg.dataset.own.probe import check_samples
 from cityseg.dataset.own.readers import Collected
 from cityseg.dataset.own.samples import Sample
@@ -151,7 +151,7 @@ def _report_writing(stats: list[RasterStats]) -> None:
 
 
 def _job(root: Path, sample: Sample, key: str) -> _Job:
-    scheme = DEFAULTS.scheme
+    scheme = OWN.scheme
     return _Job(sample, key, root / f"images/{key}.png", root / f"masks/{scheme}/{key}.png")
 
 
@@ -169,7 +169,7 @@ def _plan(
         items, groups, val_ratio=options.val_ratio, test_ratio=options.test_ratio, seed=options.seed
     )
     ids = {key: i for i, key in enumerate(sorted(keys.values()))}
-    scheme = DEFAULTS.scheme
+    scheme = OWN.scheme
     entries = {
         split: [
             {

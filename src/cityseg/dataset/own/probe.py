@@ -16,10 +16,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from cityseg.config import default_workers
+from cityseg.config import OWN, default_workers
 from cityseg.dataset.annotations.rasterise import RasterStats
 from cityseg.dataset.own.classes import ClassTable
-from cityseg.dataset.own.options import DEFAULTS
 from cityseg.dataset.own.samples import FileMask, Sample
 from cityseg.errors import DataError
 
@@ -39,7 +38,7 @@ def upright_size(source: Path | bytes, name: str) -> tuple[int, int]:
         raise DataError(f"{name} does not exist") from exc
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise DataError(f"{name} is not a readable image ({exc})") from exc
-    if width * height > DEFAULTS.max_pixels:
+    if width * height > OWN.max_pixels:
         raise DataError(f"{name} has {width}x{height} pixels, more than cityseg reads")
     return (width, height) if turned else (height, width)
 
