@@ -1,6 +1,6 @@
 """The `cityseg` app: its command groups, `--version`, and how a run ends.
 
-Each group module (`data`, `training`, `inference`, `deploy`) holds its commands on its
+Each group module (`data`, `training`, `inference`, `deploy`, `study`) holds its commands on its
 own `typer.Typer()`; they are added here without a name, so they stay top-level
 commands (`cityseg prepare`, not `cityseg data prepare`). `run` turns the errors a user
 can cause into one red line and an exit code, so no traceback reaches them.
