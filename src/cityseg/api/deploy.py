@@ -10,10 +10,7 @@ from typing import TYPE_CHECKING
 
 from cityseg.api._common import PathLike, size_of
 from cityseg.api.model import Model
-from cityseg.config import (
-    BENCHMARK,
-    DEFAULT_PROJECT,
-)
+from cityseg.config import BENCHMARK, DEFAULT_PROJECT
 from cityseg.inference.predictor import newest_bundle
 from cityseg.inference.pretrained import named_or_path
 from cityseg.logs import api_messages

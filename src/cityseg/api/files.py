@@ -18,14 +18,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from cityseg.api._common import PathLike, optional_path
 from cityseg.api.model import Model
-from cityseg.config import (
-    DEFAULT_PROJECT,
-    EVALUATE,
-    PREDICT,
-    OutputFormat,
-    PredictConfig,
-    Split,
-)
+from cityseg.config import DEFAULT_PROJECT, EVALUATE, PREDICT, OutputFormat, PredictConfig, Split
 from cityseg.errors import UsageError
 from cityseg.inference.sliding import Window, as_window
 from cityseg.logs import api_messages

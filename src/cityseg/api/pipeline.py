@@ -10,9 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cityseg.api._common import PathLike
-from cityseg.config import (
-    SYNTHETIC,
-)
+from cityseg.config import SYNTHETIC
 from cityseg.demo_pipeline import DemoFormat, DemoSettings, run_demo
 from cityseg.logs import api_messages
 

@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cityseg.api._common import PathLike
-from cityseg.config import (
-    TUNE,
-    TrainConfig,
-    TuneConfig,
-)
+from cityseg.config import TUNE, TrainConfig, TuneConfig
 from cityseg.logs import api_messages
 
 if TYPE_CHECKING:

@@ -23,12 +23,7 @@ from cityseg.cli.options import (
     out,
     size_option,
 )
-from cityseg.config import (
-    BENCHMARK,
-    DEFAULT_PROJECT,
-    EXPORT,
-    ExportFormat,
-)
+from cityseg.config import BENCHMARK, DEFAULT_PROJECT, EXPORT, ExportFormat
 
 if TYPE_CHECKING:
     from cityseg.deploy.benchmark import BenchmarkReport

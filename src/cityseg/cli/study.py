@@ -14,10 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cityseg.cli.options import Command, Crop, InputSize, Size, note, out
-from cityseg.config import (
-    TRAIN,
-    TUNE,
-)
+from cityseg.config import TRAIN, TUNE
 
 if TYPE_CHECKING:
     from cityseg.comparison import Comparison

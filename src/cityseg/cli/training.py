@@ -12,16 +12,7 @@ import typer
 from rich.markup import escape
 
 from cityseg.cli.options import Command, Crop, InputSize, Size, out
-from cityseg.config import (
-    TRAIN,
-    Arch,
-    Augmentation,
-    Loss,
-    Optimizer,
-    Precision,
-    Schedule,
-    Strategy,
-)
+from cityseg.config import TRAIN, Arch, Augmentation, Loss, Optimizer, Precision, Schedule, Strategy
 
 if TYPE_CHECKING:
     from cityseg.api.run import Run

@@ -23,13 +23,7 @@ from typing import Any
 import numpy as np
 
 from cityseg import __version__, images
-from cityseg.config import (
-    PREPARE,
-    GroundTruth,
-    LabelSource,
-    SplitBy,
-    default_workers,
-)
+from cityseg.config import PREPARE, GroundTruth, LabelSource, SplitBy, default_workers
 from cityseg.dataset import manifest, sized
 from cityseg.dataset.annotations.cityscapes_polygons import parse_polygons, rasterise_annotation
 from cityseg.dataset.remap import remap_array

@@ -18,9 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from cityseg.config import (
-    BENCHMARK,
-)
+from cityseg.config import BENCHMARK
 from cityseg.configio import json_record
 from cityseg.deploy.parity import Latency
 from cityseg.errors import UsageError

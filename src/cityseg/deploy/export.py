@@ -24,10 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cityseg import __version__
-from cityseg.config import (
-    DEFAULT_DATA,
-    EXPORT,
-)
+from cityseg.config import DEFAULT_DATA, EXPORT
 from cityseg.deploy.parity import ParityReport
 from cityseg.errors import CitysegError, DataError, UsageError
 from cityseg.fsutil import atomic_write_json, read_folder_record

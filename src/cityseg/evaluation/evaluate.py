@@ -29,10 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cityseg.config import (
-    DEFAULT_DATA,
-    EVALUATE,
-)
+from cityseg.config import DEFAULT_DATA, EVALUATE
 from cityseg.dataset import labels
 from cityseg.dataset.manifest import (
     SPLITS,

@@ -24,12 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cityseg import __version__, images
-from cityseg.config import (
-    DEFAULT_PROJECT,
-    PREDICT,
-    OutputFormat,
-    PredictConfig,
-)
+from cityseg.config import DEFAULT_PROJECT, PREDICT, OutputFormat, PredictConfig
 from cityseg.dataset.manifest import is_dataset
 from cityseg.errors import DataError, UsageError
 from cityseg.fsutil import (

@@ -21,11 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cityseg.config import (
-    TUNE,
-    TrainConfig,
-    TuneConfig,
-)
+from cityseg.config import TUNE, TrainConfig, TuneConfig
 from cityseg.errors import CitysegError, UsageError
 from cityseg.tuning.best import BestTrial, best_trials, write_best
 from cityseg.tuning.space import SearchSpace, apply_to

@@ -12,11 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cityseg.config import (
-    OWN,
-    Background,
-    DataFormat,
-)
+from cityseg.config import OWN, Background, DataFormat
 from cityseg.errors import UsageError
 
 
