@@ -55,10 +55,6 @@ class TrainReport:
     """False on the workers of a multi-worker run other than the chief."""
 
 
-def config_to_json(config: TrainConfig) -> dict[str, Any]:
-    return configio.json_record(config)
-
-
 def config_from_json(raw: dict[str, Any], where: str = CONFIG_NAME) -> TrainConfig:
     return configio.config_from_json(TrainConfig, raw, where)
 
@@ -384,7 +380,7 @@ def _claim_run_dir(plan: _Plan, class_weights: Any) -> Path:
     atomic_write_json(
         run_dir / CONFIG_NAME,
         {
-            **config_to_json(config),
+            **configio.json_record(config),
             "run_dir": str(run_dir),
             "classes": plan.classes,
             "data_manifest_sha256": manifest_sha256(config.data),

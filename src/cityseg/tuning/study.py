@@ -144,9 +144,9 @@ def _sampler_seed(
 
 def _identity(base: TrainConfig, space: SearchSpace, settings: TuneConfig) -> dict[str, Any]:
     """What must not change between the processes and resumes of one study."""
-    from cityseg.training.train import config_to_json
+    from cityseg.configio import json_record
 
-    fixed = config_to_json(base)
+    fixed = json_record(base)
     for name in ("project", "name", "worker_timeout", "cache"):
         fixed.pop(name, None)
     if fixed.get("crop") is None:  # as studies recorded before crops existed
